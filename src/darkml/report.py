@@ -1,0 +1,159 @@
+"""One self-contained ``report.html`` per run: figures embedded as base64 PNG, tables, config.
+
+Usage::
+
+    rep = Report("Astrometric lensing — quick")
+    rep.add_text("<p>…</p>")
+    rep.add_figure(fig, "ROC curves per scenario", name="roc")   # also saved to figures/roc.png
+    rep.add_table(rows, "AUC per scenario")
+    rep.add_config(config_dict)
+    rep.write(run.report_path, figures_dir=run.figures)
+
+The page needs nothing but a browser: no scripts, no external CSS or images.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as _dt
+import html
+import io
+import json
+import logging
+import platform
+import re
+from pathlib import Path
+from typing import Any, Iterable, Mapping
+
+from . import __version__
+from .runs import atomic_write_bytes, atomic_write_text, to_jsonable
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Report", "fmt_ci"]
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;max-width:1100px;color:#222;line-height:1.45;padding:0 1rem}
+h1{border-bottom:2px solid #334;padding-bottom:.3rem}h2{margin-top:2.2rem;color:#234}
+figure{margin:1.2rem 0;text-align:center}figure img{max-width:100%;border:1px solid #ddd}
+figcaption{font-size:.92rem;color:#444;margin-top:.4rem}
+table{border-collapse:collapse;margin:1rem 0;font-size:.92rem}th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}
+th{background:#f0f3f7}td:first-child,th:first-child{text-align:left}caption{caption-side:top;font-weight:600;text-align:left;padding:.3rem 0}
+pre{background:#f6f8fa;padding:.8rem;overflow:auto;font-size:.85rem;border:1px solid #e1e4e8}
+.meta{color:#666;font-size:.85rem}.note{background:#fff8e1;border-left:4px solid #f0b400;padding:.5rem .8rem}
+"""
+
+
+def fmt_ci(d: Mapping[str, Any] | float | None, digits: int = 3) -> str:
+    """Format ``{"value","lo","hi"}`` as ``0.723 [0.701, 0.744]``."""
+    if d is None:
+        return "–"
+    if isinstance(d, Mapping):
+        v, lo, hi = d.get("value"), d.get("lo"), d.get("hi")
+        if v is None:
+            return "–"
+        if lo is None or hi is None:
+            return f"{v:.{digits}g}" if abs(v) < 1e-3 else f"{v:.{digits}f}"
+        if abs(v) < 1e-3 and v != 0:
+            return f"{v:.{digits}g} [{lo:.{digits}g}, {hi:.{digits}g}]"
+        return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+    try:
+        v = float(d)
+    except (TypeError, ValueError):
+        return html.escape(str(d))
+    return f"{v:.{digits}g}" if (v != 0 and abs(v) < 1e-3) or abs(v) >= 1e5 else f"{v:.{digits}f}"
+
+
+def _slug(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:60] or "figure"
+
+
+class Report:
+    """Accumulates sections, then writes one HTML file."""
+
+    def __init__(self, title: str, subtitle: str = ""):
+        self.title = title
+        self.subtitle = subtitle
+        self._parts: list[str] = []
+        self._n_fig = 0
+
+    def add_heading(self, text: str) -> None:
+        self._parts.append(f"<h2>{html.escape(text)}</h2>")
+
+    def add_text(self, content: str, raw_html: bool = True) -> None:
+        """Add a paragraph; ``content`` is HTML unless ``raw_html=False``."""
+        self._parts.append(content if raw_html else f"<p>{html.escape(content)}</p>")
+
+    def add_note(self, text: str) -> None:
+        self._parts.append(f'<p class="note">{html.escape(text)}</p>')
+
+    def add_figure(self, fig: Any, caption: str = "", name: str | None = None, figures_dir: Path | None = None, dpi: int = 110) -> None:
+        """Embed a matplotlib figure (or PNG bytes / a PNG path); optionally save it too."""
+        self._n_fig += 1
+        if isinstance(fig, (bytes, bytearray)):
+            png = bytes(fig)
+        elif isinstance(fig, (str, Path)):
+            png = Path(fig).read_bytes()
+        else:
+            buf = io.BytesIO()
+            fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+            png = buf.getvalue()
+            import matplotlib.pyplot as plt
+
+            plt.close(fig)
+        if figures_dir is not None:
+            fname = f"{name or _slug(caption) or f'figure-{self._n_fig}'}.png"
+            atomic_write_bytes(Path(figures_dir) / fname, png)
+        b64 = base64.b64encode(png).decode("ascii")
+        cap = f"<figcaption>Figure {self._n_fig}. {html.escape(caption)}</figcaption>" if caption else ""
+        self._parts.append(f'<figure><img alt="{html.escape(caption)}" src="data:image/png;base64,{b64}"/>{cap}</figure>')
+
+    def add_table(self, rows: Iterable[Mapping[str, Any]], caption: str = "", columns: list[str] | None = None) -> None:
+        rows = list(rows)
+        if not rows:
+            self.add_note(f"{caption}: no rows")
+            return
+        cols = columns or list(dict.fromkeys(k for r in rows for k in r))
+        head = "".join(f"<th>{html.escape(str(c))}</th>" for c in cols)
+        body = []
+        for r in rows:
+            cells = []
+            for c in cols:
+                v = r.get(c, "")
+                cells.append(f"<td>{fmt_ci(v) if isinstance(v, (Mapping, float)) else html.escape(str(v))}</td>")
+            body.append("<tr>" + "".join(cells) + "</tr>")
+        cap = f"<caption>{html.escape(caption)}</caption>" if caption else ""
+        self._parts.append(f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>")
+
+    def add_config(self, cfg: Any, title: str = "Configuration") -> None:
+        import yaml
+
+        text = yaml.safe_dump(to_jsonable(cfg), sort_keys=False)
+        self.add_heading(title)
+        self._parts.append(f"<pre>{html.escape(text)}</pre>")
+
+    def add_timings(self, timings: Mapping[str, float], title: str = "Timings") -> None:
+        rows = [{"stage": k, "wall time [s]": f"{float(v):.1f}"} for k, v in timings.items()]
+        self.add_heading(title)
+        self.add_table(rows)
+
+    def add_json(self, obj: Any, title: str) -> None:
+        self.add_heading(title)
+        self._parts.append(f"<pre>{html.escape(json.dumps(to_jsonable(obj), indent=2)[:20000])}</pre>")
+
+    def render(self) -> str:
+        stamp = _dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+        meta = f"darkml {__version__} · generated {stamp} · Python {platform.python_version()} on {platform.machine()}"
+        sub = f"<p>{html.escape(self.subtitle)}</p>" if self.subtitle else ""
+        return (
+            "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+            f"<title>{html.escape(self.title)}</title><style>{_CSS}</style></head><body>"
+            f"<h1>{html.escape(self.title)}</h1>{sub}<p class='meta'>{meta}</p>"
+            + "\n".join(self._parts)
+            + "</body></html>"
+        )
+
+    def write(self, path: Path | str) -> Path:
+        path = atomic_write_text(path, self.render())
+        log.info("report written to %s", path)
+        return path

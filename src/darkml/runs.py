@@ -1,0 +1,232 @@
+"""Run directories: the only way stages talk to each other.
+
+A run directory holds::
+
+    config.yaml       the validated config the run was made with
+    dataset/          the study's dataset(s) (zarr stores)
+    checkpoints/      model checkpoints (Lightning .ckpt), one folder per model tag
+    figures/          PNG/PDF figures
+    metrics.json      everything measured, merged stage by stage (atomic writes)
+    report.html       self-contained report
+
+Every file is written atomically (temporary file in the same folder, then ``os.replace``),
+so an interrupted stage never leaves a half-written file behind.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as _dt
+import json
+import logging
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Iterator, TypeVar
+
+import numpy as np
+import yaml
+from pydantic import BaseModel
+
+from .config import ConfigError, config_to_dict, validate
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T", bound=BaseModel)
+
+__all__ = ["Run", "RunError", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "to_jsonable"]
+
+
+class RunError(RuntimeError):
+    """A run directory is missing, foreign, or inconsistent with the requested config."""
+
+
+def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+def atomic_write_text(path: Path | str, text: str) -> Path:
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Convert numpy/torch scalars and arrays, paths and pydantic models to JSON types."""
+    if isinstance(obj, BaseModel):
+        return config_to_dict(obj)
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if hasattr(obj, "detach") and hasattr(obj, "cpu"):  # torch tensor
+        return to_jsonable(obj.detach().cpu().numpy())
+    if isinstance(obj, float) and not np.isfinite(obj):
+        return None
+    return obj
+
+
+def atomic_write_json(path: Path | str, obj: Any) -> Path:
+    return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def _deep_update(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    for k, v in b.items():
+        if isinstance(v, dict) and isinstance(a.get(k), dict):
+            _deep_update(a[k], v)
+        else:
+            a[k] = v
+    return a
+
+
+class Run:
+    """A run directory. Create with :meth:`create`, reopen with :meth:`open`."""
+
+    MARKER = "config.yaml"
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+
+    # ---- layout -------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def dataset_path(self) -> Path:
+        return self.path / "dataset"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def figures(self) -> Path:
+        return self.path / "figures"
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.json"
+
+    @property
+    def report_path(self) -> Path:
+        return self.path / "report.html"
+
+    # ---- lifecycle ----------------------------------------------------------
+    @classmethod
+    def default_path(cls, study: str, preset: str, root: Path | str = "runs") -> Path:
+        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+        return Path(root) / f"{study}-{preset}-{stamp}"
+
+    @classmethod
+    def create(
+        cls,
+        study: str,
+        config: BaseModel,
+        root: Path | str = "runs",
+        path: Path | str | None = None,
+    ) -> "Run":
+        """Create (or reopen, if it holds the same config) the run directory.
+
+        Reopening a directory whose ``config.yaml`` differs raises :class:`RunError`, so a
+        resumed run can never silently mix two configurations. A non-empty folder that is
+        not a run directory is refused too.
+        """
+        preset = getattr(config, "preset", "custom")
+        target = Path(path) if path is not None else cls.default_path(study, preset, root)
+        run = cls(target)
+        new = config_to_dict(config)
+        if run.config_path.exists():
+            old = yaml.safe_load(run.config_path.read_text()) or {}
+            if old != new:
+                diff = sorted(_diff_keys(old, new))
+                raise RunError(
+                    f"run directory {target} was made with a different config "
+                    f"(differs in: {', '.join(diff[:6])}); use a new --run-dir or the same settings"
+                )
+            log.info("resuming run %s", target)
+        else:
+            if target.exists() and any(target.iterdir()):
+                raise RunError(f"run directory {target} exists, is not empty and holds no config.yaml")
+            target.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(run.config_path, yaml.safe_dump(new, sort_keys=False))
+            log.info("created run %s", target)
+        for sub in (run.checkpoints, run.figures, run.logs):
+            sub.mkdir(parents=True, exist_ok=True)
+        return run
+
+    @classmethod
+    def open(cls, path: Path | str) -> "Run":
+        run = cls(path)
+        if not run.config_path.is_file():
+            raise RunError(f"{path} is not a darkml run directory (no config.yaml); run the study's first stage there")
+        for sub in (run.checkpoints, run.figures, run.logs):
+            sub.mkdir(parents=True, exist_ok=True)
+        return run
+
+    def config_dict(self) -> dict[str, Any]:
+        return yaml.safe_load(self.config_path.read_text()) or {}
+
+    def load_config(self, model_cls: type[T]) -> T:
+        data = self.config_dict()
+        try:
+            return validate(model_cls, data)
+        except ConfigError as exc:
+            raise RunError(f"{self.config_path}: {exc}") from None
+
+    # ---- metrics ------------------------------------------------------------
+    def metrics(self) -> dict[str, Any]:
+        if not self.metrics_path.is_file():
+            return {}
+        return json.loads(self.metrics_path.read_text())
+
+    def update_metrics(self, update: dict[str, Any] | None = None, **sections: Any) -> dict[str, Any]:
+        """Deep-merge ``update`` into metrics.json (atomic)."""
+        merged = self.metrics()
+        _deep_update(merged, to_jsonable(dict(update or {}, **sections)))
+        atomic_write_json(self.metrics_path, merged)
+        return merged
+
+    @contextlib.contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        """Log the start/end of a stage and record its wall time in ``metrics.json``."""
+        log.info("stage %s: start (%s)", name, self.path)
+        t0 = time.perf_counter()
+        yield
+        dt = time.perf_counter() - t0
+        self.update_metrics({"timings_s": {name: round(dt, 3)}})
+        log.info("stage %s: done in %.1f s", name, dt)
+
+    def __repr__(self) -> str:
+        return f"Run({str(self.path)!r})"
+
+
+def _diff_keys(a: Any, b: Any, prefix: str = "") -> set[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out: set[str] = set()
+        for k in set(a) | set(b):
+            out |= _diff_keys(a.get(k), b.get(k), f"{prefix}{k}.")
+        return out
+    return set() if a == b else {prefix.rstrip(".")}

@@ -1,0 +1,47 @@
+import json
+
+import numpy as np
+import pytest
+
+from darkml.config import StudyConfig
+from darkml.runs import Run, RunError, atomic_write_json
+
+
+class Cfg(StudyConfig):
+    x: int = 1
+
+
+def test_create_reopen_and_refuse_mixing(tmp_path):
+    run = Run.create("demo", Cfg(x=1), path=tmp_path / "r")
+    assert run.config_path.is_file() and run.checkpoints.is_dir() and run.figures.is_dir()
+    again = Run.create("demo", Cfg(x=1), path=tmp_path / "r")  # resume is fine
+    assert again.load_config(Cfg).x == 1
+    with pytest.raises(RunError, match="different config.*x"):
+        Run.create("demo", Cfg(x=2), path=tmp_path / "r")
+
+
+def test_refuse_foreign_dir(tmp_path):
+    (tmp_path / "f").mkdir()
+    (tmp_path / "f" / "thesis.tex").write_text("precious")
+    with pytest.raises(RunError, match="not empty"):
+        Run.create("demo", Cfg(), path=tmp_path / "f")
+    assert (tmp_path / "f" / "thesis.tex").read_text() == "precious"
+    with pytest.raises(RunError, match="not a darkml run"):
+        Run.open(tmp_path / "f")
+
+
+def test_metrics_merge_and_stage_timing(tmp_path):
+    run = Run.create("demo", Cfg(), path=tmp_path / "r")
+    run.update_metrics({"auc": {"A": 0.5}})
+    run.update_metrics({"auc": {"C": np.float32(0.7)}, "n": np.int64(3)})
+    with run.stage("train"):
+        pass
+    m = json.loads(run.metrics_path.read_text())
+    assert m["auc"] == {"A": 0.5, "C": pytest.approx(0.7)} and m["n"] == 3
+    assert "train" in m["timings_s"]
+
+
+def test_atomic_write_leaves_no_temp(tmp_path):
+    atomic_write_json(tmp_path / "a.json", {"v": np.arange(3), "nan": float("nan")})
+    assert json.loads((tmp_path / "a.json").read_text()) == {"v": [0, 1, 2], "nan": None}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
