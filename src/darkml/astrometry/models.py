@@ -1,0 +1,88 @@
+"""CNN classifiers of the astrometric-lensing study (Sec. III B, Fig. 5): ResNet-18, VGG-11, AlexNet.
+
+Built from torchvision's definitions with random initialisation (no pretrained weights) and
+adapted to the study's input — a (C, 64, 128) plate carrée image of the proper-motion map with
+C = 2 channels (mu_l, mu_b; optionally a third count/mask channel: ``in_channels``) — and to
+``num_classes`` = 2 logits (no-signal, signal):
+
+* ``resnet18``: torchvision's ResNet-18 with its first convolution taking ``in_channels``; the
+  global average pool already handles any input size (a 64 x 128 input reaches layer4 at 2 x 4).
+* ``vgg11``: torchvision's VGG-11 convolutional body (8 conv layers, 5 max-pools: 64 x 128 ->
+  2 x 4) with the first convolution taking ``in_channels``; the classifier's adaptive pool is
+  set to (2, 4) — the body's natural output at 64 x 128 — instead of ImageNet's (7, 7), so the
+  first fully connected layer has 512 * 8 inputs instead of 25,088 (43 M instead of 129 M
+  parameters; the rest of the classifier, 4096-4096-classes with dropout, is unchanged).
+* ``alexnet``: torchvision's AlexNet with the first convolution taking ``in_channels`` and
+  stride 2 instead of 4 (at 64 x 128 the ImageNet stride would leave a 1 x 3 map after the last
+  pool); the adaptive pool is (3, 6) instead of (6, 6), matching the 3 x 7 body output at
+  64 x 128, so the first fully connected layer has 256 * 18 inputs.
+
+All three accept other input sizes too (adaptive pooling); models return logits.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+from torch import nn
+from torchvision import models as tvm
+
+__all__ = ["MODELS", "build_model", "resnet18", "vgg11", "alexnet"]
+
+
+def _replace_first_conv(conv: nn.Conv2d, in_channels: int, stride: int | None = None) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, conv.out_channels, kernel_size=conv.kernel_size,
+                     stride=conv.stride if stride is None else stride, padding=conv.padding, bias=conv.bias is not None)
+
+
+def resnet18(in_channels: int = 2, num_classes: int = 2) -> nn.Module:
+    """ResNet-18 (He et al. 2015) with ``in_channels`` inputs and ``num_classes`` logits."""
+    m = tvm.resnet18(weights=None, num_classes=num_classes)
+    m.conv1 = _replace_first_conv(m.conv1, in_channels)
+    return m
+
+
+def vgg11(in_channels: int = 2, num_classes: int = 2) -> nn.Module:
+    """VGG-11 (Simonyan & Zisserman 2014, configuration A) adapted to 64 x 128 inputs (see module docstring)."""
+    m = tvm.vgg11(weights=None, num_classes=num_classes)
+    m.features[0] = _replace_first_conv(m.features[0], in_channels)
+    m.avgpool = nn.AdaptiveAvgPool2d((2, 4))
+    m.classifier[0] = nn.Linear(512 * 2 * 4, m.classifier[0].out_features)
+    nn.init.normal_(m.classifier[0].weight, 0, 0.01)
+    nn.init.zeros_(m.classifier[0].bias)
+    return m
+
+
+def alexnet(in_channels: int = 2, num_classes: int = 2) -> nn.Module:
+    """AlexNet (Krizhevsky et al. 2012) adapted to 64 x 128 inputs (see module docstring)."""
+    m = tvm.alexnet(weights=None, num_classes=num_classes)
+    m.features[0] = _replace_first_conv(m.features[0], in_channels, stride=2)
+    m.avgpool = nn.AdaptiveAvgPool2d((3, 6))
+    m.classifier[1] = nn.Linear(256 * 3 * 6, m.classifier[1].out_features)
+    nn.init.normal_(m.classifier[1].weight, 0, 0.01)
+    nn.init.zeros_(m.classifier[1].bias)
+    return m
+
+
+#: architectures by name; each factory takes (in_channels, num_classes)
+MODELS: dict[str, Callable[..., nn.Module]] = {"resnet18": resnet18, "vgg11": vgg11, "alexnet": alexnet}
+
+
+def build_model(name: str, in_channels: int = 2, num_classes: int = 2) -> nn.Module:
+    """A freshly initialised model from :data:`MODELS` (the caller seeds torch for reproducibility)."""
+    if name not in MODELS:
+        raise ValueError(f"model = {name!r}: unknown architecture (allowed: {', '.join(sorted(MODELS))})")
+    if in_channels < 1 or num_classes < 2:
+        raise ValueError(f"in_channels = {in_channels}, num_classes = {num_classes}: need in_channels >= 1 and num_classes >= 2")
+    return MODELS[name](in_channels=in_channels, num_classes=num_classes)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+if __name__ == "__main__":  # pragma: no cover - quick shape check
+    for name in MODELS:
+        net = build_model(name)
+        print(name, count_parameters(net), net(torch.zeros(2, 2, 64, 128)).shape)

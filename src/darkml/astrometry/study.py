@@ -1,0 +1,211 @@
+"""The astrometric-lensing study as stages: simulate → train → evaluate → report.
+
+Each stage reads and writes only the run directory, so any stage can be re-run, resumed or
+moved to another machine::
+
+    from darkml.astrometry import study
+    cfg = study.load("quick", ["data.n_train=200"])
+    run = study.run(cfg, "runs/astro")          # all stages
+    study.train(Run.open("runs/astro"))          # or one at a time
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import torch
+
+from .. import metrics
+from ..config import load_config
+from ..learn import ArrayDataset, ClassifierModule, fit, load_best, make_loader, predict
+from ..runs import Run
+from . import attribution, baseline, figures, simulate as sim
+from .config import AstrometryConfig
+from .models import MODELS, build_model
+
+log = logging.getLogger(__name__)
+
+PRESETS = Path(__file__).parent / "presets"
+STUDY = "astrometry"
+
+__all__ = ["load", "create_run", "simulate", "train", "evaluate", "report", "run", "PRESETS"]
+
+
+def load(preset: str = "quick", overrides: Iterable[str] = ()) -> AstrometryConfig:
+    """Validated config from a preset plus ``key=value`` overrides (errors before any work)."""
+    return load_config(AstrometryConfig, PRESETS, preset, list(overrides), study=STUDY)
+
+
+def create_run(cfg: AstrometryConfig, run_dir: Path | str | None = None) -> Run:
+    return Run.create(STUDY, cfg, path=run_dir)
+
+
+# ---- data helpers ----------------------------------------------------------------------
+def noise_scale(cfg: AstrometryConfig, scenario: str) -> float:
+    """Nominal per-pixel noise σ_u / sqrt(N_q / N_pix) [µas/yr]: the maps' input scale."""
+    s = cfg.data.survey(scenario)
+    npix = 12 * cfg.sky.nside**2
+    return float(s.sigma_u / np.sqrt(s.n_q / npix))
+
+
+def load_split(cfg: AstrometryConfig, run: Run, scenario: str, split: str, verify: bool = False) -> dict[str, np.ndarray]:
+    store = sim.open_scenario(run.dataset_path, scenario, verify=verify)
+    code = sim.SPLITS[split]
+    idx = np.nonzero(store.read("split") == code)[0]
+    return {
+        "maps": store.read("maps", idx),
+        "label": store.read("label", idx),
+        "signal_index": store.read("signal_index", idx),
+        "index": idx,
+    }
+
+
+def _flip_transform(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
+    """Mirror l -> -l (µ_l changes sign) and/or b -> -b (µ_b changes sign)."""
+    if torch.rand((), generator=g) < 0.5:
+        x = torch.flip(x, dims=(-1,))
+        x = torch.stack([-x[0], x[1]])
+    if torch.rand((), generator=g) < 0.5:
+        x = torch.flip(x, dims=(-2,))
+        x = torch.stack([x[0], -x[1]])
+    return x
+
+
+def _module(cfg: AstrometryConfig, model_name: str) -> ClassifierModule:
+    t = cfg.train
+    return ClassifierModule(build_model(model_name, in_channels=2, num_classes=2), num_classes=2, lr=t.lr,
+                            weight_decay=t.weight_decay, plateau_patience=t.plateau_patience, plateau_factor=t.plateau_factor)
+
+
+def _jobs(cfg: AstrometryConfig) -> list[tuple[str, str]]:
+    jobs = [(s, cfg.train.model) for s in cfg.data.scenarios]
+    for m in cfg.train.compare_models:
+        if (cfg.train.compare_scenario, m) not in jobs and cfg.train.compare_scenario in cfg.data.scenarios:
+            jobs.append((cfg.train.compare_scenario, m))
+    return jobs
+
+
+def _tag(scenario: str, model: str) -> str:
+    return f"{scenario}-{model}"
+
+
+# ---- stages --------------------------------------------------------------------------------
+def simulate(run: Run, workers: int = 1, scheduler: str | None = None) -> dict[str, Path]:
+    cfg = run.load_config(AstrometryConfig)
+    with run.stage("simulate"):
+        paths = sim.simulate(cfg, run.dataset_path, workers=workers, scheduler=scheduler)
+    return paths
+
+
+def train(run: Run, devices: int | str | None = None, accelerator: str | None = None) -> dict[str, Any]:
+    """Train one classifier per (scenario, model) job; resumes interrupted jobs."""
+    cfg = run.load_config(AstrometryConfig)
+    t = cfg.train
+    # refuse an incomplete or corrupted dataset before any training starts
+    for scenario in {s for s, _ in _jobs(cfg)}:
+        sim.open_scenario(run.dataset_path, scenario, verify=True)
+    results: dict[str, Any] = {}
+    with run.stage("train"):
+        for scenario, model_name in _jobs(cfg):
+            scale = noise_scale(cfg, scenario)
+            tr = load_split(cfg, run, scenario, "train")
+            va = load_split(cfg, run, scenario, "val")
+            transform = _flip_transform if t.augment_flips else None
+            train_loader = make_loader(ArrayDataset(tr["maps"] / scale, tr["label"], transform=transform, seed=cfg.seed),
+                                       t.batch_size, shuffle=True, seed=cfg.seed, num_workers=t.num_workers)
+            val_loader = make_loader(ArrayDataset(va["maps"] / scale, va["label"]), 256, shuffle=False)
+            torch.manual_seed(cfg.seed)
+            module = _module(cfg, model_name)
+            tag = _tag(scenario, model_name)
+            log.info("training %s on scenario %s (%d train / %d val maps)", model_name, scenario, len(tr["label"]), len(va["label"]))
+            res = fit(module, train_loader, val_loader, run.checkpoints / tag, max_epochs=t.max_epochs, patience=t.patience,
+                      devices=devices if devices is not None else t.devices,
+                      accelerator=accelerator if accelerator is not None else t.accelerator,
+                      precision=t.precision, log_dir=run.logs, tag=tag, seed=cfg.seed)
+            results[tag] = {"best_checkpoint": str(res.best_path), "best_val_loss": res.best_score, "epochs": res.epochs,
+                            "history": res.history}
+        run.update_metrics({"training": results})
+    return results
+
+
+def _trained(cfg: AstrometryConfig, run: Run, scenario: str, model_name: str) -> ClassifierModule:
+    done = run.checkpoints / _tag(scenario, model_name) / "best.ckpt"
+    if not done.is_file():
+        raise FileNotFoundError(f"no trained {model_name} for scenario {scenario} in {run.path}; run the train stage first")
+    return load_best(_module(cfg, model_name), done).eval()
+
+
+def evaluate(run: Run) -> dict[str, Any]:
+    """Test-set ROC/AUC with bootstrap intervals, the χ² baseline, and attributions."""
+    cfg = run.load_config(AstrometryConfig)
+    e = cfg.evaluate
+    out: dict[str, Any] = {"auc": {}, "roc": {}, "baseline": {}}
+    with run.stage("evaluate"):
+        for scenario, model_name in _jobs(cfg):
+            te = load_split(cfg, run, scenario, "test")
+            scale = noise_scale(cfg, scenario)
+            module = _trained(cfg, run, scenario, model_name)
+            probs = predict(module, make_loader(ArrayDataset(te["maps"] / scale, te["label"]), 256, shuffle=False))
+            rep = metrics.binary_report(te["label"], probs[:, 1], n_boot=e.n_boot, level=e.ci_level, seed=cfg.seed)
+            out["auc"].setdefault(scenario, {})[model_name] = rep["auc"]
+            out["roc"].setdefault(scenario, {})[model_name] = rep["roc"]
+            if scenario not in out["baseline"]:
+                score = baseline.chi2_excess(te["maps"] / scale, nside=cfg.sky.nside)
+                b = metrics.binary_report(te["label"], score, n_boot=e.n_boot, level=e.ci_level, seed=cfg.seed)
+                out["baseline"][scenario] = {"auc": b["auc"], "roc": b["roc"]}
+            log.info("scenario %s %s: AUC %.3f (χ² baseline %.3f)", scenario, model_name, rep["auc"]["value"],
+                     out["baseline"][scenario]["auc"]["value"])
+        out["attribution"] = _attribution(cfg, run)
+        run.update_metrics({"evaluation": out})
+    return out
+
+
+def _attribution(cfg: AstrometryConfig, run: Run) -> dict[str, Any]:
+    e = cfg.evaluate
+    scenario = e.attribution_scenario
+    if e.attribution_maps == 0 or scenario not in cfg.data.scenarios:
+        return {}
+    te = load_split(cfg, run, scenario, "test")
+    sig = np.nonzero(te["label"] == 1)[0][: e.attribution_maps]
+    if sig.size == 0:
+        return {}
+    scale = noise_scale(cfg, scenario)
+    module = _trained(cfg, run, scenario, cfg.train.model)
+    x = torch.as_tensor(te["maps"][sig] / scale, dtype=torch.float32)
+    attr = attribution.integrated_gradients(module.model, x, target=1, steps=e.ig_steps)
+    positive = attribution.positive_smoothed(attr, sigma_px=e.smoothing_px)
+    sig_store = sim.SampleStore.open(run.dataset_path / "signal.zarr")
+    scores = []
+    for k, s in enumerate(sig):
+        cat = sig_store.table("subhalos", samples=[int(te["signal_index"][s])])
+        scores.append(attribution.localisation_score(positive[k], cat, cfg.sky.image_height, cfg.sky.image_width,
+                                                     n_lenses=e.n_lenses, nside=cfg.sky.nside,
+                                                     max_angle_deg=cfg.sky.max_angle_deg))
+    np.savez_compressed(run.path / "attributions.npz", positive=positive, maps=te["maps"][sig],
+                        signal_index=te["signal_index"][sig])
+    vals = np.array([s["score"] for s in scores], float)
+    return {"scenario": scenario, "maps": [int(te["signal_index"][s]) for s in sig], "per_map": scores,
+            "mean_score": float(np.nanmean(vals)) if vals.size else None}
+
+
+def report(run: Run) -> Path:
+    """Assemble figures and tables into ``report.html``."""
+    cfg = run.load_config(AstrometryConfig)
+    with run.stage("report"):
+        path = figures.build_report(cfg, run)
+    return path
+
+
+def run(cfg: AstrometryConfig, run_dir: Path | str | None = None, workers: int = 1, scheduler: str | None = None,
+        devices: int | str | None = None) -> Run:
+    """All four stages; each resumes where a previous attempt stopped."""
+    r = create_run(cfg, run_dir)
+    simulate(r, workers=workers, scheduler=scheduler)
+    train(r, devices=devices)
+    evaluate(r)
+    report(r)
+    log.info("report: %s", r.report_path)
+    return r
