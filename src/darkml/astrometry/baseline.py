@@ -34,7 +34,7 @@ from .sky import image_lonlat, projection_index
 __all__ = ["DEFAULT_SMOOTHING_PX", "chi2_excess", "null_expectation", "smooth_images"]
 
 #: Gaussian smoothing [image pixels] of the default statistic (chosen by measurement, see docstring)
-DEFAULT_SMOOTHING_PX = 2.0
+DEFAULT_SMOOTHING_PX = 3.0
 
 
 @functools.lru_cache(maxsize=32)

@@ -12,12 +12,13 @@ C = 2 channels (mu_l, mu_b; optionally a third count/mask channel: ``in_channels
   set to (2, 4) — the body's natural output at 64 x 128 — instead of ImageNet's (7, 7), so the
   first fully connected layer has 512 * 8 inputs instead of 25,088 (43 M instead of 129 M
   parameters; the rest of the classifier, 4096-4096-classes with dropout, is unchanged).
-* ``alexnet``: torchvision's AlexNet with the first convolution taking ``in_channels`` and
-  stride 2 instead of 4 (at 64 x 128 the ImageNet stride would leave a 1 x 3 map after the last
-  pool); the adaptive pool is (3, 6) instead of (6, 6), matching the 3 x 7 body output at
-  64 x 128, so the first fully connected layer has 256 * 18 inputs.
+* ``alexnet``: torchvision's AlexNet with the first convolution (11 x 11) taking
+  ``in_channels`` with stride 2 and padding 5 instead of stride 4 and padding 2 (at 64 x 128
+  the ImageNet stem would leave a 1 x 3 map after the last pool); the body then ends at 3 x 7
+  for a 64 x 128 input and the adaptive pool is (3, 7) instead of (6, 6), so the first fully
+  connected layer has 256 * 21 inputs (the rest, 4096-4096-classes with dropout, is unchanged).
 
-All three accept other input sizes too (adaptive pooling); models return logits.
+All three accept other input sizes down to 32 x 64 (adaptive pooling); models return logits.
 """
 
 from __future__ import annotations
@@ -31,9 +32,10 @@ from torchvision import models as tvm
 __all__ = ["MODELS", "build_model", "resnet18", "vgg11", "alexnet"]
 
 
-def _replace_first_conv(conv: nn.Conv2d, in_channels: int, stride: int | None = None) -> nn.Conv2d:
+def _replace_first_conv(conv: nn.Conv2d, in_channels: int, stride: int | None = None, padding: int | None = None) -> nn.Conv2d:
     return nn.Conv2d(in_channels, conv.out_channels, kernel_size=conv.kernel_size,
-                     stride=conv.stride if stride is None else stride, padding=conv.padding, bias=conv.bias is not None)
+                     stride=conv.stride if stride is None else stride,
+                     padding=conv.padding if padding is None else padding, bias=conv.bias is not None)
 
 
 def resnet18(in_channels: int = 2, num_classes: int = 2) -> nn.Module:
@@ -57,9 +59,9 @@ def vgg11(in_channels: int = 2, num_classes: int = 2) -> nn.Module:
 def alexnet(in_channels: int = 2, num_classes: int = 2) -> nn.Module:
     """AlexNet (Krizhevsky et al. 2012) adapted to 64 x 128 inputs (see module docstring)."""
     m = tvm.alexnet(weights=None, num_classes=num_classes)
-    m.features[0] = _replace_first_conv(m.features[0], in_channels, stride=2)
-    m.avgpool = nn.AdaptiveAvgPool2d((3, 6))
-    m.classifier[1] = nn.Linear(256 * 3 * 6, m.classifier[1].out_features)
+    m.features[0] = _replace_first_conv(m.features[0], in_channels, stride=2, padding=5)
+    m.avgpool = nn.AdaptiveAvgPool2d((3, 7))
+    m.classifier[1] = nn.Linear(256 * 3 * 7, m.classifier[1].out_features)
     nn.init.normal_(m.classifier[1].weight, 0, 0.01)
     nn.init.zeros_(m.classifier[1].bias)
     return m

@@ -1,0 +1,514 @@
+"""Sky maps of the astrometric-lensing study: signal on a HEALPix grid, survey noise, projection.
+
+**Signal** (:func:`signal_map`): sources at the centres of the pixels of a RING-ordered HEALPix
+grid (``nside`` configurable; the paper uses 128 for Fig. 3 and 32 for the datasets), at
+D_i = infinity with v_i = 0. Each subhalo contributes only to pixels whose centre lies within
+``max_angle_deg`` (20°, as in the paper) of the subhalo centre; contributions add linearly.
+The output is (mu_l, mu_b) in µas/yr, components along each SOURCE pixel's own (e_l, e_b)
+(see :mod:`darkml.astrometry.lensing`); the deflection (µas) and acceleration (µas/yr^2) maps
+are available with ``quantity=``.
+
+How it is fast: for every subhalo the pixels of its disc are found without a per-subhalo
+Python loop — a vectorised ring search (:func:`disc_runs`: for each subhalo and each HEALPix
+ring crossing its disc, the contiguous run of pixels within the disc's longitude half-width,
+which is exactly the set of pixel centres within ``max_angle_deg``) whose runs are expanded
+into (subhalo, pixel) pairs with two cumulative sums (:func:`expand_runs`) — and eq. (3) is
+evaluated for all pairs at once in float64 torch on the chosen device
+(:func:`darkml.astrometry.lensing.velocity_far`, the ~3 % of pairs with b < 1.05 r_s then
+re-evaluated with the careful NFW forms), then scattered into the map with ``index_add_``.
+Pairs are processed in batches of ``max_pairs`` to stay in cache (CPU) or bound memory (GPU);
+:func:`signal_maps` puts several maps through the same batches. ``compile=True`` fuses the
+search and the per-pair kernel with ``torch.compile``. ``threads`` (default 1) sets torch's CPU
+threads for the call.
+
+**Noise** (:func:`add_noise`, Sec. III A): the quasar count of each pixel is Poisson with mean
+N_q / N_pix; each quasar's measured proper motion is Normal(signal, sigma_u) per component; the
+pixel value is their mean, drawn directly as Normal(signal, sigma_u / sqrt(n)). Pixels with
+n = 0 carry no measurement: their value is set to 0 (the expectation of a noise-only pixel)
+and the counts are returned so that a mask channel can be built. At nside 32 the mean count
+is >= 8,138 for all scenarios of Table I, so empty pixels do not occur in practice.
+
+**Projection** (:func:`projection_index`, :func:`project`): the CNNs see a plate carrée image
+of ``height`` x ``width`` pixels (default 64 x 128) in Galactic coordinates: row i has latitude
+b_i = 90° - (i + 1/2) 180°/H (row 0 is the north), column j has longitude
+l_j = 180° - (j + 1/2) 360°/W (column 0 at l = +180°, l increasing to the left as on the sky;
+the image centre is the Galactic centre). Each image pixel takes the value of the HEALPix pixel
+containing its centre (``healpy.ang2pix``), so projection is a gather by a precomputed index
+and works on numpy arrays or torch tensors of any batch shape. The vector components stay
+(mu_l, mu_b): +mu_l points towards increasing l, i.e. towards the LEFT of the image.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+import healpy as hp
+import numpy as np
+import torch
+
+from . import lensing
+from .config import SCENARIOS
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "SCENARIOS",
+    "QUANTITIES",
+    "resolve_device",
+    "pixel_basis",
+    "signal_map",
+    "signal_maps",
+    "subhalo_power",
+    "disc_pairs",
+    "disc_runs",
+    "expand_runs",
+    "add_noise",
+    "per_pixel_noise",
+    "projection_index",
+    "project",
+    "image_lonlat",
+    "lonlat_to_image_pixel",
+    "check_nside",
+]
+
+#: the quantities :func:`signal_map` can compute and their units
+QUANTITIES = {"velocity": "µas/yr", "deflection": "µas", "acceleration": "µas/yr^2"}
+
+
+def check_nside(nside: int) -> int:
+    nside = int(nside)
+    if nside < 1 or nside & (nside - 1) or nside > 2**13:
+        raise ValueError(f"nside = {nside}: must be a power of two between 1 and 8192")
+    return nside
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."""
+    if isinstance(name, torch.device):
+        return name
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"sky.device = {name!r}: CUDA is not available on this machine (use 'cpu' or 'auto')")
+    if dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"sky.device = {name!r}: must be 'auto', 'cpu' or 'cuda'")
+    return dev
+
+
+@dataclass(frozen=True)
+class _Grid:
+    nside: int
+    npix: int
+    n: torch.Tensor  # (3, npix) pixel-centre unit vectors
+    basis: torch.Tensor  # (5, npix): e_l,x, e_l,y, e_b,x, e_b,y, e_b,z
+    ring_theta: torch.Tensor  # (nring,) colatitude, increasing
+    ring_cos: torch.Tensor
+    ring_sin: torch.Tensor
+    ring_start: torch.Tensor  # first RING pixel index
+    ring_n: torch.Tensor  # pixels in ring
+    ring_phi0: torch.Tensor  # longitude of the first pixel [rad]
+
+
+def pixel_basis(nside: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Unit vectors n, e_l, e_b (each (npix, 3)) of the RING pixel centres (Galactic axes)."""
+    nside = check_nside(nside)
+    theta, phi = hp.pix2ang(nside, np.arange(12 * nside * nside))
+    st, ct, sp, cp = np.sin(theta), np.cos(theta), np.sin(phi), np.cos(phi)
+    n = np.stack([st * cp, st * sp, ct], axis=-1)
+    e_l = np.stack([-sp, cp, np.zeros_like(cp)], axis=-1)
+    e_b = np.stack([-ct * cp, -ct * sp, st], axis=-1)  # = -e_theta, towards increasing latitude
+    return n, e_l, e_b
+
+
+@functools.lru_cache(maxsize=8)
+def _grid(nside: int, device: str) -> _Grid:
+    n, e_l, e_b = pixel_basis(nside)
+    npix = len(n)
+    theta, phi = hp.pix2ang(nside, np.arange(npix))
+    # rings: RING-ordered pixels are grouped by colatitude, longitudes equally spaced
+    change = np.nonzero(np.diff(theta) != 0)[0] + 1
+    start = np.concatenate([[0], change])
+    count = np.diff(np.concatenate([start, [npix]]))
+    t = lambda a, dt=torch.float64: torch.as_tensor(np.ascontiguousarray(a), dtype=dt, device=device)  # noqa: E731
+    rt = theta[start]
+    basis = np.stack([e_l[:, 0], e_l[:, 1], e_b[:, 0], e_b[:, 1], e_b[:, 2]])
+    return _Grid(nside, npix, t(n.T), t(basis), t(rt), t(np.cos(rt)), t(np.sin(rt)), t(start, torch.int64),
+                 t(count, torch.int64), t(phi[start]))
+
+
+_NEED = ("l", "b", "distance", "v_l", "v_b", "v_r", "r_s", "rho_s")
+
+
+def _catalogue_tensors(cats: Sequence[Mapping[str, Any]], device: torch.device) -> dict[str, Any]:
+    """Per-subhalo table of one or several catalogues (concatenated; ``map`` = catalogue index)."""
+    cols: dict[str, list[np.ndarray]] = {c: [] for c in _NEED}
+    maps = []
+    for i, cat in enumerate(cats):
+        missing = [c for c in _NEED if c not in cat]
+        if missing:
+            raise KeyError(f"subhalo catalogue lacks column(s) {missing} (needs {list(_NEED)})")
+        n = None
+        for c in _NEED:
+            v = np.asarray(cat[c], dtype=np.float64).reshape(-1)
+            if n is not None and len(v) != n:
+                raise ValueError(f"subhalo catalogue column {c!r} has {len(v)} rows, expected {n}")
+            n = len(v)
+            cols[c].append(v)
+        maps.append(np.full(n or 0, i, dtype=np.int64))
+    a = {c: torch.as_tensor(np.concatenate(v) if v else np.zeros(0), device=device) for c, v in cols.items()}
+    lon, lat = torch.deg2rad(a["l"]), torch.deg2rad(a["b"])
+    cl, sl, cb, sb = torch.cos(lon), torch.sin(lon), torch.cos(lat), torch.sin(lat)
+    lhat = torch.stack([cb * cl, cb * sl, sb])
+    e_l = torch.stack([-sl, cl, torch.zeros_like(cl)])
+    e_b = torch.stack([-sb * cl, -sb * sl, cb])
+    vel = a["v_l"] * e_l + a["v_b"] * e_b + a["v_r"] * lhat  # (3, n) km/s relative to the Sun
+    pos = a["distance"] * lhat  # (3, n) kpc
+    r_s, rho_s = a["r_s"], a["rho_s"]
+    if bool((r_s <= 0).any()) or bool((rho_s <= 0).any()) or bool((a["distance"] <= 0).any()):
+        raise ValueError("subhalo catalogue: r_s, rho_s and distance must all be > 0")
+    amp = -lensing.K_VELOCITY * 4.0 * math.pi * rho_s * r_s**3
+    table = torch.cat([pos, vel, amp[None], (1.0 / r_s**2)[None], r_s[None], rho_s[None]]).contiguous()
+    return {"table": table, "theta": math.pi / 2 - lat, "phi": torch.remainder(lon, 2 * math.pi), "n": len(r_s),
+            "map": torch.as_tensor(np.concatenate(maps) if maps else np.zeros(0, np.int64), device=device)}
+
+
+def disc_runs(grid: _Grid, theta0: torch.Tensor, phi0: torch.Tensor,
+              radius_rad: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pixels within ``radius_rad`` of each subhalo, as runs of consecutive RING indices.
+
+    ``theta0, phi0`` (n,): colatitude and longitude [rad] of the subhalos. On each HEALPix ring
+    the angular distance grows monotonically with |phi - phi0|, so the pixels of a ring inside
+    the disc form one contiguous run |phi - phi0| <= acos(c), c = (cos R - cos(theta_r)
+    cos(theta0)) / (sin(theta_r) sin(theta0)); rings with c > 1 miss the disc and rings with
+    c <= -1 lie inside it; a run that wraps past longitude 0 is split in two. Returns
+    (subhalo index, first pixel, pixel count) per non-empty run, ordered by subhalo then ring.
+    Equivalent to ``healpy.query_disc`` (non-inclusive) up to ties within 1e-12 rad of the edge.
+    """
+    dev = theta0.device
+    cos_r = math.cos(radius_rad)
+    lo = torch.searchsorted(grid.ring_theta, theta0 - radius_rad - 1e-6)
+    hi = torch.searchsorted(grid.ring_theta, theta0 + radius_rad + 1e-6, right=True)
+    nr = (hi - lo).clamp_min(0)
+    sub_r = torch.repeat_interleave(torch.arange(len(theta0), device=dev), nr)
+    first = torch.cumsum(nr, 0) - nr
+    ring = lo[sub_r] + (torch.arange(len(sub_r), device=dev) - first[sub_r])
+    st0, ct0 = torch.sin(theta0)[sub_r], torch.cos(theta0)[sub_r]
+    denom = (st0 * grid.ring_sin[ring]).clamp_min(1e-300)
+    c = (cos_r - grid.ring_cos[ring] * ct0) / denom
+    dphi = torch.acos(c.clamp(-1.0, 1.0)) + 1e-12
+    n = grid.ring_n[ring]
+    step = (2 * math.pi) / n.to(torch.float64)
+    rel = phi0[sub_r] - grid.ring_phi0[ring]
+    jlo = torch.ceil((rel - dphi) / step).to(torch.int64)
+    jhi = torch.floor((rel + dphi) / step).to(torch.int64)
+    full = c <= -1.0
+    cnt = torch.where(full, n, (jhi - jlo + 1).clamp(min=0).minimum(n))
+    cnt = torch.where(c > 1.0, torch.zeros_like(cnt), cnt)
+    jlo = torch.where(full, torch.zeros_like(jlo), torch.remainder(jlo, n))
+    cnt1 = torch.minimum(cnt, n - jlo)
+    run_cnt = torch.stack([cnt1, cnt - cnt1], 1).reshape(-1)
+    run_pix0 = torch.stack([grid.ring_start[ring] + jlo, grid.ring_start[ring]], 1).reshape(-1)
+    run_sub = sub_r.repeat_interleave(2)
+    keep = (run_cnt > 0).nonzero(as_tuple=True)[0]
+    return run_sub[keep], run_pix0[keep], run_cnt[keep]
+
+
+def expand_runs(run_sub: torch.Tensor, run_pix0: torch.Tensor, run_cnt: torch.Tensor,
+                total: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(subhalo index, pixel index) of every pixel of the runs, via two cumulative sums (no per-pair gathers).
+
+    ``total`` = run_cnt.sum() when the caller knows it (avoids a device sync / graph break).
+    """
+    dev = run_sub.device
+    if total is None:
+        total = int(run_cnt.sum()) if len(run_cnt) else 0
+    if total == 0:
+        empty = torch.zeros(0, dtype=torch.int64, device=dev)
+        return empty, empty
+    start = torch.cumsum(run_cnt, 0) - run_cnt
+    step_pix = torch.ones(total, dtype=torch.int64, device=dev)
+    prev_end = torch.cat([run_pix0.new_ones(1), run_pix0[:-1] + run_cnt[:-1]]) - 1
+    step_pix[start] = run_pix0 - prev_end
+    step_sub = torch.zeros(total, dtype=torch.int64, device=dev)
+    step_sub[start] = run_sub - torch.cat([run_sub.new_zeros(1), run_sub[:-1]])
+    return torch.cumsum(step_sub, 0), torch.cumsum(step_pix, 0)
+
+
+def disc_pairs(grid: _Grid, theta0: torch.Tensor, phi0: torch.Tensor, radius_rad: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """All (subhalo index, RING pixel index) pairs with the pixel centre within ``radius_rad`` (see :func:`disc_runs`)."""
+    return expand_runs(*disc_runs(grid, theta0, phi0, radius_rad))
+
+
+def _run_batches(run_cnt: torch.Tensor, max_pairs: int) -> list[tuple[slice, int]]:
+    """Split consecutive runs into (slice, number of pairs) of at most ~max_pairs pairs (a run is never split)."""
+    if len(run_cnt) == 0:
+        return []
+    csum = torch.cumsum(run_cnt, 0).cpu().numpy()
+    out, lo, base = [], 0, 0
+    while lo < len(csum):
+        hi = max(int(np.searchsorted(csum, base + max_pairs, side="right")), lo + 1)
+        out.append((slice(lo, hi), int(csum[hi - 1]) - base))
+        base = int(csum[hi - 1])
+        lo = hi
+    return out
+
+
+def _geometry(table: torch.Tensor, basis: torch.Tensor, sub: torch.Tensor, pix: torch.Tensor):
+    """(b_l, b_b, v_l, v_b) of each pair in the source pixel's basis (see lensing.impact_geometry)."""
+    Rx, Ry, Rz, Vx, Vy, Vz = (table[i].index_select(0, sub) for i in range(6))
+    elx, ely, ebx, eby, ebz = (basis[i].index_select(0, pix) for i in range(5))
+    b_l = torch.addcmul(Rx * elx, Ry, ely)
+    b_b = torch.addcmul(Rx * ebx, Ry, eby).addcmul_(Rz, ebz)
+    v_l = torch.addcmul(Vx * elx, Vy, ely)
+    v_b = torch.addcmul(Vx * ebx, Vy, eby).addcmul_(Vz, ebz)
+    return b_l, b_b, v_l, v_b
+
+
+def _velocity_pairs(table: torch.Tensor, basis: torch.Tensor, sub: torch.Tensor, pix: torch.Tensor):
+    """Gathers + geometry + eq. (3) far branch for all pairs: (mu_l, mu_b, mask of pairs needing care).
+
+    Pairs under the mask (x^2 < 1.1) get 0 here and are evaluated separately. Purely
+    elementwise after the gathers, so ``torch.compile`` fuses it into one loop.
+    """
+    b_l, b_b, v_l, v_b = _geometry(table, basis, sub, pix)
+    mu_l, mu_b, low = lensing.velocity_far(b_l, b_b, v_l, v_b, table[6].index_select(0, sub), table[7].index_select(0, sub))
+    return mu_l.masked_fill(low, 0.0), mu_b.masked_fill(low, 0.0), low
+
+
+_COMPILED: dict[tuple[str, str], Any] = {}
+_EAGER = {"runs": None, "expand": None, "velocity": None}  # filled below (functions defined above)
+
+
+def _fn(name: str, compile: bool, dev: torch.device):
+    """The eager function ``name`` or its ``torch.compile`` version (cached per device type)."""
+    eager = _EAGER[name]
+    if not compile:
+        return eager
+    key = (name, dev.type)
+    if key not in _COMPILED:
+        _COMPILED[key] = torch.compile(eager, dynamic=True)
+    return _COMPILED[key]
+
+
+def _call(name: str, compile: bool, dev: torch.device, *args):
+    fn = _fn(name, compile, dev)
+    if fn is _EAGER[name]:
+        return fn(*args)
+    try:
+        return fn(*args)
+    except Exception as err:  # no compiler, or it failed: eager from now on in this process
+        msg = str(err).splitlines()[0] if str(err) else ""
+        log.warning("torch.compile of %s failed (%s: %s); using eager mode", name, type(err).__name__, msg)
+        for k in list(_EAGER):
+            _COMPILED[(k, dev.type)] = _EAGER[k]
+        return _EAGER[name](*args)
+
+
+def _velocity_careful(grid: _Grid, table: torch.Tensor, sub: torch.Tensor, pix: torch.Tensor):
+    """Eq. (3) for pairs with x^2 < 1.1 via lensing.velocity_kernel (NFW series / x < 1 branch)."""
+    b_l, b_b, v_l, v_b = _geometry(table, grid.basis, sub, pix)
+    return lensing.velocity_kernel(b_l, b_b, v_l, v_b, table[6].index_select(0, sub), table[7].index_select(0, sub))
+
+
+def _pair_values(grid: _Grid, table: torch.Tensor, runs, quantity: str, max_pairs: int, compile: bool):
+    """Yield (sub, pix, q_l, q_b) for all pairs of ``runs``, in batches of about ``max_pairs`` pairs."""
+    run_sub, run_pix0, run_cnt = runs
+    careful = []
+    for sl, total in _run_batches(run_cnt, max_pairs):
+        if total == 0:
+            continue
+        sub, pix = _call("expand", compile, table.device, run_sub[sl], run_pix0[sl], run_cnt[sl], total)
+        if quantity == "velocity":
+            q_l, q_b, low = _call("velocity", compile, table.device, table, grid.basis, sub, pix)
+            idx = low.nonzero(as_tuple=True)[0]
+            if idx.numel():
+                careful.append((sub.index_select(0, idx), pix.index_select(0, idx)))
+        else:
+            b_l, b_b, v_l, v_b = _geometry(table, grid.basis, sub, pix)
+            r_s, rho_s = table[8].index_select(0, sub), table[9].index_select(0, sub)
+            if quantity == "deflection":
+                q_l, q_b = lensing.deflection(b_l, b_b, rho_s, r_s)
+            else:
+                q_l, q_b = lensing.acceleration(b_l, b_b, v_l, v_b, rho_s, r_s)
+        yield sub, pix, q_l, q_b
+    if careful:  # all pairs with x^2 < 1.1 of the map at once
+        sub = torch.cat([c[0] for c in careful])
+        pix = torch.cat([c[1] for c in careful])
+        yield (sub, pix, *_velocity_careful(grid, table, sub, pix))
+
+
+_EAGER.update(runs=disc_runs, expand=expand_runs, velocity=_velocity_pairs)
+
+
+def _validate(nside: int, max_angle_deg: float, quantity: str) -> None:
+    check_nside(nside)
+    if not 0 < max_angle_deg <= 90:
+        raise ValueError(f"max_angle_deg = {max_angle_deg}: must be in (0, 90] (sources behind the observer are not lensed)")
+    if quantity not in QUANTITIES:
+        raise ValueError(f"quantity = {quantity!r}: must be one of {sorted(QUANTITIES)}")
+
+
+@contextlib.contextmanager
+def _cpu_threads(n: int | None, dev: torch.device):
+    """Temporarily run torch's CPU ops with ``n`` intra-op threads (None: leave the setting alone)."""
+    if n is None or dev.type != "cpu" or n == torch.get_num_threads():
+        yield
+        return
+    old = torch.get_num_threads()
+    torch.set_num_threads(max(1, int(n)))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def _default_pairs(dev: torch.device) -> int:
+    return 2**23 if dev.type == "cuda" else 2**16
+
+
+def signal_maps(catalogues: Sequence[Mapping[str, Any]], nside: int = 32, max_angle_deg: float = 20.0,
+                device: str | torch.device = "cpu", quantity: str = "velocity", max_pairs: int | None = None,
+                as_tensor: bool = False, compile: bool = False, threads: int | None = 1) -> np.ndarray | torch.Tensor:
+    """Noiseless lensing maps (n_maps, 2, npix) of several subhalo populations, computed together.
+
+    Same as :func:`signal_map` for each catalogue, but all (subhalo, pixel) pairs of all maps go
+    through the same batches — fewer kernel launches (use it on GPUs). Results are identical to
+    calling :func:`signal_map` per catalogue up to the summation order of overlapping subhalos
+    (~1e-16 relative). Parameters as in :func:`signal_map`.
+    """
+    _validate(nside, max_angle_deg, quantity)
+    dev = resolve_device(device)
+    grid = _grid(int(nside), str(dev))
+    t = _catalogue_tensors(catalogues, dev)
+    out = torch.zeros(2, len(catalogues), grid.npix, dtype=torch.float64, device=dev)
+    flat_l, flat_b = out[0].view(-1), out[1].view(-1)  # (map, pixel) -> map * npix + pixel
+    offset = t["map"] * grid.npix
+    with _cpu_threads(threads, dev):
+        runs = _call("runs", compile, dev, grid, t["theta"], t["phi"], math.radians(max_angle_deg))
+        for sub, pix, q_l, q_b in _pair_values(grid, t["table"], runs, quantity, max_pairs or _default_pairs(dev), compile):
+            target = pix if len(catalogues) == 1 else pix + offset.index_select(0, sub)
+            flat_l.index_add_(0, target, q_l)
+            flat_b.index_add_(0, target, q_b)
+    out = out.permute(1, 0, 2).contiguous()
+    return out if as_tensor else out.cpu().numpy()
+
+
+def signal_map(catalogue: Mapping[str, Any], nside: int = 32, max_angle_deg: float = 20.0,
+               device: str | torch.device = "cpu", quantity: str = "velocity", max_pairs: int | None = None,
+               as_tensor: bool = False, compile: bool = False, threads: int | None = 1) -> np.ndarray | torch.Tensor:
+    """Noiseless lensing map (2, npix) of one subhalo population on a RING HEALPix grid.
+
+    ``catalogue``: mapping with columns l, b [deg], distance [kpc], v_l, v_b, v_r [km/s],
+    r_s [kpc], rho_s [Msun/kpc^3] (as from :func:`darkml.astrometry.population.draw_population`;
+    extra columns are ignored). Returns (mu_l, mu_b) [µas/yr] for ``quantity='velocity'``
+    (deflection [µas] / acceleration [µas/yr^2] otherwise), float64 numpy on the CPU (a torch
+    tensor on ``device`` with ``as_tensor=True``). ``max_pairs`` bounds the (subhalo, pixel)
+    pairs processed at once (default 2^16 on CPU — cache-sized — and 2^23 on CUDA).
+    ``compile=True`` fuses the disc search and the per-pair velocity kernel with
+    ``torch.compile`` (needs a C++ compiler on CPU, Triton on CUDA; about 2x faster on CPU; the
+    first call in a process compiles for 20-90 s unless the on-disk inductor cache has it). If
+    compilation fails the eager functions are used. Both paths agree to ~1e-15 relative. On CPU the sum over subhalos is
+    deterministic; on CUDA ``index_add_`` uses atomics (bitwise run-to-run differences ~1e-16).
+    ``threads``: torch intra-op CPU threads used during the call (default 1: the per-pair
+    operations are short, and parallel map generation uses worker processes; on a shared
+    machine OpenMP barriers make 2 threads slower than 1). ``None`` keeps the global setting.
+    """
+    out = signal_maps([catalogue], nside, max_angle_deg, device, quantity, max_pairs, True, compile, threads)[0]
+    return out if as_tensor else out.cpu().numpy()
+
+
+def subhalo_power(catalogue: Mapping[str, Any], nside: int = 32, max_angle_deg: float = 20.0,
+                  device: str | torch.device = "cpu", quantity: str = "velocity") -> np.ndarray:
+    """Each subhalo's own signal power on the grid: sum over its disc pixels of |mu|^2, shape (n_sub,).
+
+    Units (µas/yr)^2 for the velocity. Used to rank lenses by how visible they are
+    (attribution.py).
+    """
+    _validate(nside, max_angle_deg, quantity)
+    dev = resolve_device(device)
+    grid = _grid(int(nside), str(dev))
+    t = _catalogue_tensors([catalogue], dev)
+    power = torch.zeros(t["n"], dtype=torch.float64, device=dev)
+    with _cpu_threads(1, dev):
+        runs = disc_runs(grid, t["theta"], t["phi"], math.radians(max_angle_deg))
+        for sub, _, q_l, q_b in _pair_values(grid, t["table"], runs, quantity, _default_pairs(dev), False):
+            power.index_add_(0, sub, q_l * q_l + q_b * q_b)
+    return power.cpu().numpy()
+
+
+# ---- noise ---------------------------------------------------------------------------------
+def per_pixel_noise(n_q: float, sigma_u: float, nside: int) -> float:
+    """Nominal per-pixel noise sigma_u / sqrt(N_q / N_pix) [µas/yr]."""
+    return float(sigma_u / math.sqrt(n_q / (12 * check_nside(nside) ** 2)))
+
+
+def add_noise(signal: np.ndarray, n_q: float, sigma_u: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Survey noise of Sec. III A on a HEALPix map: returns (noisy map, quasar counts).
+
+    ``signal`` (..., 2, npix) [µas/yr] (zeros for a no-signal map); ``n_q`` quasars on the whole
+    sky, ``sigma_u`` [µas/yr] per-quasar, per-component error. Counts (..., npix) ~
+    Poisson(n_q / npix); the value of a pixel with n > 0 quasars ~ Normal(signal, sigma_u /
+    sqrt(n)) per component; pixels with n = 0 are set to 0. Draw order: counts, then normals.
+    """
+    if not n_q > 0:
+        raise ValueError(f"n_q = {n_q}: must be > 0 (number of quasars)")
+    if not sigma_u > 0:
+        raise ValueError(f"sigma_u = {sigma_u}: must be > 0 [µas/yr]")
+    signal = np.asarray(signal, dtype=np.float64)
+    if signal.ndim < 2 or signal.shape[-2] != 2:
+        raise ValueError(f"signal shape {signal.shape}: must be (..., 2, npix)")
+    npix = signal.shape[-1]
+    counts = rng.poisson(n_q / npix, size=signal.shape[:-2] + (npix,))
+    z = rng.standard_normal(signal.shape)
+    has = counts > 0
+    scale = np.where(has, sigma_u / np.sqrt(np.maximum(counts, 1)), 0.0)
+    noisy = np.where(has[..., None, :], signal + scale[..., None, :] * z, 0.0)
+    return noisy, counts
+
+
+# ---- projection ----------------------------------------------------------------------------
+def image_lonlat(height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Longitudes (width,) and latitudes (height,) [deg] of the image pixel centres."""
+    lon = 180.0 - (np.arange(width) + 0.5) * 360.0 / width
+    lat = 90.0 - (np.arange(height) + 0.5) * 180.0 / height
+    return lon, lat
+
+
+@functools.lru_cache(maxsize=16)
+def _projection_index(nside: int, height: int, width: int) -> np.ndarray:
+    lon, lat = image_lonlat(height, width)
+    ll, bb = np.meshgrid(lon, lat)
+    idx = hp.ang2pix(nside, ll, bb, lonlat=True)
+    idx.setflags(write=False)
+    return idx
+
+
+def projection_index(nside: int, height: int = 64, width: int = 128) -> np.ndarray:
+    """(height, width) int64 RING pixel index of each image pixel centre (read-only, cached)."""
+    check_nside(nside)
+    if height < 1 or width < 1:
+        raise ValueError(f"image size {height}x{width}: must be positive")
+    return _projection_index(int(nside), int(height), int(width))
+
+
+def project(maps, index):
+    """HEALPix maps (..., npix) -> images (..., H, W) by gathering ``index`` (numpy or torch)."""
+    if isinstance(maps, torch.Tensor):
+        idx = torch.as_tensor(np.asarray(index), device=maps.device)
+        return maps[..., idx]
+    return np.asarray(maps)[..., np.asarray(index)]
+
+
+def lonlat_to_image_pixel(l_deg, b_deg, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of the image pixel containing Galactic (l, b) [deg] on the projection grid."""
+    lon = (np.asarray(l_deg, dtype=np.float64) + 180.0) % 360.0 - 180.0  # (-180, 180]
+    lat = np.asarray(b_deg, dtype=np.float64)
+    rows = np.clip(np.floor((90.0 - lat) / 180.0 * height), 0, height - 1).astype(np.int64)
+    cols = np.clip(np.floor((180.0 - lon) / 360.0 * width), 0, width - 1).astype(np.int64)
+    return rows, cols
