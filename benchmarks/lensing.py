@@ -1,0 +1,121 @@
+"""Strong-lensing simulator speed: images per second per class, lenstronomy vs torch.
+
+Renders the *same* parameter records (64x64 pixels, supersampling 2, PSF, noise: the paper
+presets) with the lenstronomy reference (one process, numpy) and the batched torch backend
+(eager and torch.compile'd; CPU with ``--threads`` threads, and CUDA when available), and prints
+a table plus a JSON file. Warm-up (first batch, and compilation) is excluded and reported
+separately.
+
+    .venv/bin/python benchmarks/lensing.py                       # euclid + hst, all classes
+    .venv/bin/python benchmarks/lensing.py --presets euclid --n-torch 512 --n-lenstronomy 48
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+# this folder holds other scripts (e.g. ssl.py) that would shadow standard-library modules
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
+
+import numpy as np
+import torch
+
+from darkml.lensing.params import CLASS_NAMES, draw_records
+from darkml.lensing.simulate import observe
+from darkml.lensing.study import load_sim_config
+
+
+def _rate(fn, n: int, repeats: int = 1) -> tuple[float, float]:
+    """(images per wall-clock second, images per CPU second of this process), best of repeats."""
+    wall = cpu = float("inf")
+    for _ in range(repeats):
+        t0, c0 = time.perf_counter(), time.process_time()
+        fn()
+        wall = min(wall, time.perf_counter() - t0)
+        cpu = min(cpu, time.process_time() - c0)
+    return n / wall, n / cpu
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--presets", nargs="+", default=["euclid", "hst"])
+    ap.add_argument("--classes", nargs="+", type=int, default=[0, 1, 2])
+    ap.add_argument("--n-lenstronomy", type=int, default=24, help="images per class for lenstronomy")
+    ap.add_argument("--n-torch", type=int, default=256, help="images per class for torch on CPU")
+    ap.add_argument("--n-cuda", type=int, default=4096, help="images per class for torch on CUDA")
+    ap.add_argument("--batch-cpu", type=int, default=16, help="torch eager CPU batch (cache-sized)")
+    ap.add_argument("--batch-cpu-compiled", type=int, default=64, help="torch compiled CPU batch")
+    ap.add_argument("--batch-cuda", type=int, default=512)
+    ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    ap.add_argument("--repeats", type=int, default=2, help="best of this many timed runs")
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile variants")
+    ap.add_argument("--json", type=Path, default=Path("runs/benchmarks/lensing.json"))
+    args = ap.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    load_start = os.getloadavg()
+
+    variants = [("torch-cpu", "cpu", False, args.batch_cpu, args.n_torch)]
+    if not args.no_compile:
+        variants.append(("torch-cpu-compiled", "cpu", True, args.batch_cpu_compiled, args.n_torch))
+    if torch.cuda.is_available():
+        variants.append(("torch-cuda", "cuda", False, args.batch_cuda, args.n_cuda))
+        if not args.no_compile:
+            variants.append(("torch-cuda-compiled", "cuda", True, args.batch_cuda, args.n_cuda))
+
+    rows = []
+    for preset in args.presets:
+        cfg = load_sim_config(preset)
+        for label in args.classes:
+            rng = np.random.default_rng([123, label])
+            n_max = max([args.n_lenstronomy] + [v[4] for v in variants])
+            rec = draw_records(cfg, rng, np.full(n_max, label))
+            lt_rec = rec.subset(np.arange(args.n_lenstronomy))
+            observe(lt_rec.subset([0]), cfg, "lenstronomy")  # imports / warm-up
+            lt, lt_cpu = _rate(lambda: observe(lt_rec, cfg, "lenstronomy"), args.n_lenstronomy, args.repeats)
+            row = {"preset": preset, "class": CLASS_NAMES[label], "lenstronomy": lt, "lenstronomy_per_cpu_s": lt_cpu}
+            for name, dev, comp, bs, n in variants:
+                r = rec.subset(np.arange(n))
+                kw = dict(device=dev, batch_size=bs, compile=comp)
+                t0 = time.perf_counter()
+                observe(r.subset(np.arange(min(bs, n))), cfg, "torch", **kw)  # warm-up / compile
+                if dev == "cuda":
+                    torch.cuda.synchronize()
+                row[f"{name}_warmup_s"] = time.perf_counter() - t0
+                row[name], row[f"{name}_per_cpu_s"] = _rate(lambda: observe(r, cfg, "torch", **kw), n, args.repeats)
+            rows.append(row)
+            print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
+
+    names = [v[0] for v in variants]
+    head = f"{'preset':8s} {'class':16s} {'lenstronomy':>12s} " + " ".join(f"{n:>20s}" for n in names) + "   speed-up"
+    print("\nimages per wall-clock second (best of %d); speed-up = fastest CPU torch / lenstronomy;"
+          " per-CPU-second speed-up (robust to other load) in brackets" % args.repeats)
+    print(head)
+    for r in rows:
+        cpu_best = max(r[n] for n in names if "cpu" in n)
+        per_cpu = max(r[f"{n}_per_cpu_s"] for n in names if "cpu" in n) / r["lenstronomy_per_cpu_s"]
+        r["speedup_wall"], r["speedup_per_cpu_s"] = cpu_best / r["lenstronomy"], per_cpu
+        print(f"{r['preset']:8s} {r['class']:16s} {r['lenstronomy']:12.1f} " + " ".join(f"{r[n]:20.1f}" for n in names)
+              + f"   {r['speedup_wall']:6.1f}x  [{per_cpu:.1f}x]")
+    result = {
+        "rows": rows,
+        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
+                    "torch_threads": args.threads, "torch": torch.__version__,
+                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+                    "load_average_at_start": load_start, "load_average_at_end": os.getloadavg()},
+        "settings": vars(args) | {"json": str(args.json)},
+        "note": "lenstronomy runs in one process (numpy); torch uses --threads CPU threads. Both include noise.",
+    }
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=2))
+    print(f"\nwritten {args.json}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
