@@ -1,0 +1,116 @@
+"""End to end at a tiny size: simulate -> train -> evaluate -> report, resume, CLI errors, catalogue input."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from darkml.config import ConfigError
+from darkml.phasespace.flows import SupportError
+from darkml.phasespace import study
+from darkml.runs import Run, RunError
+
+TINY = [
+    "mock.n_stars=3000", "mock.chunk_size=2000", "flow.transforms=2", "flow.hidden=[16,16]", "train.ensemble=2",
+    "train.ensemble_smeared=1", "train.max_epochs=3", "train.patience=2", "train.batch_size=512",
+    "measure.n_velocities=64", "measure.profile_points=3", "measure.density_profile_points=2", "measure.fast_velocities=32",
+    "measure.fast_nodes=[2,2,4]", "measure.paper_estimator=true", "measure.paper_kernel_points=64",
+    "measure.paper_velocities=32", "jeans.n_boot=2", "jeans.min_count=5",
+]
+
+
+def test_tiny_pipeline_end_to_end(tmp_path):
+    cfg = study.load("quick", TINY)
+    run = study.run_all(cfg, tmp_path / "run")
+    m = run.metrics()
+    assert set(m["train"]) == {"original", "smeared", "reperturbed"}
+    assert len(m["train"]["original"]["members"]) == 2
+    meas = m["measure"]
+    comps = {(r["component"], r["dataset"]) for r in meas["sun_acceleration"]}
+    assert ("a_x", "truth") in comps and ("a_z", "jeans") in comps and ("a_y", "smeared") in comps
+    smeared = [r for r in meas["sun_acceleration"] if r["dataset"] == "smeared"]
+    assert all("syst" in r for r in smeared)
+    assert "accuracy" in meas and "original" in meas["accuracy"]["density_at_sun_rel_error"]
+    assert meas["cost"]["paper_density_evaluations_per_point"] == 64 * 32
+    A = np.load(run.path / "profiles.npz")
+    assert A["original_acc"].shape == (1 + 2 * 3, 3) and np.all(np.isfinite(A["original_acc"]))
+    assert np.isfinite(A["true_rho_smoothed"]).all()
+    html = run.report_path.read_text()
+    assert "Acceleration at the Sun" in html and "data:image/png;base64" in html
+    # the truth in the report is the exact model's: radial acceleration at the Sun ≈ −v_c²/R
+    a_true = [r["value"] for r in meas["sun_acceleration"] if r["dataset"] == "truth" and r["component"] == "a_x"][0]
+    assert -7000 < a_true < -5000
+    # accelerations at any point inside the support; a clear error outside it
+    a, a_sd = study.accelerations_at(cfg, run, [[8.0, 0.5, 0.1]])
+    assert a.shape == (1, 3) and a_sd.shape == (1, 3) and a[0, 0] < 0
+    with pytest.raises(SupportError, match="outside the data's support"):
+        study.accelerations_at(cfg, run, [[8.122, 0.0, 4.0]])
+    # a second run resumes: nothing is retrained (done.json) and the data are reused
+    before = (run.checkpoints / "original" / "m0" / "best.ckpt").stat().st_mtime
+    study.train(cfg, Run.open(run.path))
+    assert (run.checkpoints / "original" / "m0" / "best.ckpt").stat().st_mtime == before
+    # a different config in the same run directory is refused
+    with pytest.raises(RunError, match="different config"):
+        study.open_run(study.load("quick", TINY + ["seed=1"]), run.path)
+
+
+def test_catalogue_input(tmp_path):
+    cfg = study.load("quick", TINY + ["smearing.enabled=false"])
+    run = study.open_run(cfg, tmp_path / "mock")
+    study.simulate(cfg, run)
+    x, v = study.load_stars(run, cfg, "original")
+    pd.DataFrame({"x": x[:, 0], "y": x[:, 1], "z": x[:, 2], "vx": v[:, 0], "vy": v[:, 1], "vz": v[:, 2]}).to_csv(
+        tmp_path / "stars.csv", index=False)
+    cfg2 = study.load("quick", TINY + [f"catalogue.path={tmp_path / 'stars.csv'}", "smearing.reperturb=true"])
+    run2 = study.open_run(cfg2, tmp_path / "cat")
+    study.simulate(cfg2, run2)
+    assert study.dataset_names(cfg2) == ["original", "reperturbed"]
+    x2, v2 = study.load_stars(run2, cfg2, "original")
+    np.testing.assert_allclose(x2, x)
+    assert len(study.load_stars(run2, cfg2, "reperturbed")[0]) > 0.9 * len(x)
+
+
+@pytest.mark.slow
+def test_simulation_is_deterministic_across_workers(tmp_path):
+    cfg = study.load("quick", TINY)
+    runs = []
+    for name, workers in (("a", 1), ("b", 2)):
+        run = study.open_run(cfg, tmp_path / name)
+        study.simulate(cfg, run, workers=workers)
+        runs.append(run)
+    for key in ("original", "smeared", "reperturbed"):
+        xa, va = study.load_stars(runs[0], cfg, key)
+        xb, vb = study.load_stars(runs[1], cfg, key)
+        np.testing.assert_array_equal(xa, xb)
+        np.testing.assert_array_equal(va, vb)
+
+
+def test_config_errors_name_the_field():
+    with pytest.raises(ConfigError, match=r"measure.n_velocities = 2: must be >= 16"):
+        study.load("quick", ["measure.n_velocities=2"])
+    with pytest.raises(ConfigError, match="too few stars for the requested flows"):
+        study.load("quick", ["mock.n_stars=500"])
+    with pytest.raises(ConfigError, match="fractions sum to"):
+        study.load("quick", ["mock.components=[{fraction: 0.5}]"])
+    with pytest.raises(ConfigError, match="kernel reach"):
+        study.load("quick", ["measure.bandwidth_kpc=[2.0,2.0,0.2]"])
+
+
+def test_cli_reports_user_errors(tmp_path):
+    from darkml.phasespace.cli import app
+
+    r = CliRunner().invoke(app, ["simulate", "--set", "measure.truncation=9", "--run-dir", str(tmp_path / "r")])
+    assert r.exit_code == 2 and "truncation" in r.output
+    r = CliRunner().invoke(app, ["evaluate", "--run-dir", str(tmp_path / "nothing")])
+    assert r.exit_code == 2 and "not a darkml run directory" in r.output
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"x": [8.0] * 10, "y": [0.0] * 10, "z": [0.0] * 10}).to_csv(bad, index=False)
+    r = CliRunner().invoke(app, ["simulate", "--set", f"catalogue.path={bad}", "--run-dir", str(tmp_path / "c")])
+    assert r.exit_code == 2 and "missing column" in r.output
+
+
+def test_support_error_for_points_outside(tmp_path):
+    with pytest.raises(ConfigError, match="half_range"):
+        study.load("quick", ["measure.z_half_range_kpc=3.6"])
