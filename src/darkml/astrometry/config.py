@@ -64,7 +64,7 @@ class SkyCfg(Section):
     """HEALPix maps and their Cartesian projection."""
 
     nside: int = Field(32, ge=1, le=1024, description="HEALPix nside (power of two)")
-    max_angle_deg: float = Field(20.0, gt=0, le=180, description="effect truncated this far from each subhalo [deg]")
+    max_angle_deg: float = Field(20.0, gt=0, le=90, description="effect truncated this far from each subhalo [deg]")
     image_height: int = Field(64, ge=8, le=1024, description="projected image rows (Galactic latitude)")
     image_width: int = Field(128, ge=8, le=2048, description="projected image columns (Galactic longitude)")
     device: str = Field("auto", description="torch device for the signal maps: auto, cpu or cuda")
