@@ -25,17 +25,23 @@ hidden; timings do not depend on the weights, so the flows are untrained):
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
-import time
+import sys
 from pathlib import Path
 
-import numpy as np
-import torch
+# Run as a script, Python puts benchmarks/ first on sys.path, where a sibling script may shadow a
+# standard-library module (benchmarks/ssl.py shadows `ssl`, which torch imports); drop it.
+sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-from darkml.phasespace import boltzmann, flows, gauss, jeans, mocks
+import argparse  # noqa: E402
+import json  # noqa: E402
+import os  # noqa: E402
+import platform  # noqa: E402
+import time  # noqa: E402
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from darkml.phasespace import boltzmann, flows, gauss, jeans, mocks  # noqa: E402
 
 
 def _sync(dev):

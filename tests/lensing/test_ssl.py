@@ -9,7 +9,7 @@ import torch
 
 from darkml.lensing import ssl
 from darkml.lensing.pretrain import toy_images
-from darkml.lensing.ssl import (ENCODERS, METHODS, FineTuneModel, ViewAugment, add_noise, blur_psf, build_encoder,
+from darkml.lensing.ssl import (METHODS, FineTuneModel, ViewAugment, add_noise, blur_psf, build_encoder,
                                 build_method, embedding_std, local_crops, rotate, rotate_d4, shift)
 
 

@@ -23,5 +23,5 @@ def plummer():
 
 @pytest.fixture(scope="session")
 def disc_sample(disc_df):
-    x, v, c = disc_df.sample(40000, np.random.default_rng([0, 0]))
+    x, v, c = disc_df.sample(20000, np.random.default_rng([0, 0]))
     return x, v, c

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from darkml.phasespace.jeans import JeansSettings, bin_volumes, binned_moments, jeans_at, jeans_estimate
+from darkml.phasespace.jeans import JeansSettings, bin_volumes, jeans_at, jeans_estimate
 
 
 def test_bin_volumes_sum_to_ball():

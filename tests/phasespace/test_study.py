@@ -1,7 +1,5 @@
 """End to end at a tiny size: simulate -> train -> evaluate -> report, resume, CLI errors, catalogue input."""
 
-import json
-
 import numpy as np
 import pandas as pd
 import pytest

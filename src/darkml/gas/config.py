@@ -129,6 +129,7 @@ class GPCfg(Section):
     lr: float = Field(0.05, gt=0.0, le=1.0)
     min_active: int = Field(5, ge=1, description="bins with fewer non-zero training targets use the pooled GP")
     predict_chunk: int = Field(2048, ge=64, description="test points per prediction chunk")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="where the GPs are fitted and evaluated")
 
     @field_validator("patch")
     @classmethod

@@ -98,10 +98,11 @@ def _generalisation(ev: dict[str, Any], names: list[str]):
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6, 3.8))
-    for n in names:
+    floors = [n for n in ("floor_conditional_median",) if n in ev["generalisation"]]
+    for n in names + floors:
         g = ev["generalisation"][n]
         y = np.array([np.nan if v is None else v for v in g["mean_scaled_abs_error"]], dtype=float)
-        ax.plot(g["distance_deg"], y, "o-", ms=3, label=_label(n))
+        ax.plot(g["distance_deg"], y, "o-" if n in names else "k--", ms=3, label=_label(n))
     ax.set_xlabel("distance from the training region [deg]")
     ax.set_ylabel("mean scaled absolute error (all bins)")
     ax.set_title("Generalisation (Fig. 3)")

@@ -100,7 +100,7 @@ def posterior_weights(model: MaternWhiteGP) -> torch.Tensor:
     chol, info = torch.linalg.cholesky_ex(k)
     jitter = 1e-8
     while bool(info.any()) and jitter < 1e-1:                 # add jitter until positive definite
-        eye = torch.eye(k.shape[-1], dtype=k.dtype)
+        eye = torch.eye(k.shape[-1], dtype=k.dtype, device=k.device)
         chol, info = torch.linalg.cholesky_ex(k + jitter * k.diagonal(dim1=-2, dim2=-1).mean(-1)[..., None, None] * eye)
         jitter *= 10
     return torch.cholesky_solve(y.double()[..., None], chol)[..., 0].to(x.dtype)
@@ -129,8 +129,8 @@ def predict_mean(model: MaternWhiteGP, x: torch.Tensor | list, chunk: int = 4096
     model.eval()
     if alpha is None:
         alpha = posterior_weights(model)
-    hp = {k: torch.as_tensor(v) for k, v in model.hyperparameters().items()}
     xt = model.train_inputs[0]
+    hp = {k: torch.as_tensor(v, device=xt.device) for k, v in model.hyperparameters().items()}
     as_list = isinstance(x, (list, tuple))
     xs = list(x) if as_list else [x[i] for i in range(x.shape[0])]
     mem = members if members is not None else list(range(len(xs)))
@@ -160,6 +160,7 @@ class LinePatchGP:
     predict_chunk: int = 2048
     seed: int = 0
     n_rings: int = 17
+    device: str = "cpu"
     member_of_ring: dict[int, int] = field(default_factory=dict)   # ring -> batch member (per orientation)
     pooled_rings: list[int] = field(default_factory=list)
     model: MaternWhiteGP | None = None
@@ -215,8 +216,8 @@ class LinePatchGP:
         m = len(members)
         x = torch.as_tensor(np.stack([np.stack([mb[o] for mb in members]) for o in ORIENTATIONS]), dtype=torch.float32)
         y = torch.as_tensor(np.stack([np.stack([mb["y"] for mb in members])] * 2), dtype=torch.float32)
-        x = x.reshape(2 * m, n, self.patch)
-        y = y.reshape(2 * m, n)
+        x = x.reshape(2 * m, n, self.patch).to(self.device)
+        y = y.reshape(2 * m, n).to(self.device)
         log.info("GP: fitting %d batched GPs (%d bins + pooled, 2 orientations) on %d patches each; pooled bins %s",
                  2 * m, len(active), n, self.pooled_rings)
         self.model, self.history = fit_exact_gp(x, y, iters=self.iters, lr=self.lr, seed=self.seed,
@@ -231,22 +232,22 @@ class LinePatchGP:
             raise RuntimeError("GP: call fit() (or load()) before predict()")
         p, h, w = planes.shape
         half = self.patch // 2
-        padded = pad_planes(torch.as_tensor(planes.src, dtype=torch.float32), half)
+        padded = pad_planes(torch.as_tensor(planes.src, dtype=torch.float32), half).to(self.device)
         n_members = self.model.train_inputs[0].shape[0] // 2
         out = np.zeros((p, h, w), dtype=np.float32)
         ii, jj = np.meshgrid(np.arange(h), np.arange(w), indexing="ij")
-        ii, jj = torch.as_tensor(ii.ravel()), torch.as_tensor(jj.ravel())
+        ii, jj = torch.as_tensor(ii.ravel(), device=self.device), torch.as_tensor(jj.ravel(), device=self.device)
         by_member: dict[int, list[int]] = {}
         for q in range(p):
             by_member.setdefault(self.member_of_ring.get(int(planes.ring[q]), n_members - 1), []).append(q)
         alpha = posterior_weights(self.model)
         for mem, qs in by_member.items():
-            pp = torch.as_tensor(np.repeat(qs, h * w))
+            pp = torch.as_tensor(np.repeat(qs, h * w), device=self.device)
             i2, j2 = ii.repeat(len(qs)), jj.repeat(len(qs))
             xh = line_patches(padded, pp, i2, j2, self.patch, half, "horizontal")
             xv = line_patches(padded, pp, i2, j2, self.patch, half, "vertical")
             mh, mv = predict_mean(self.model, [xh, xv], self.predict_chunk, alpha, [mem, n_members + mem])
-            out[qs] = (0.5 * (mh + mv)).clamp_min(0.0).reshape(len(qs), h, w).numpy()
+            out[qs] = (0.5 * (mh + mv)).clamp_min(0.0).reshape(len(qs), h, w).cpu().numpy()
         return out
 
     # ---- persistence --------------------------------------------------------
@@ -257,22 +258,23 @@ class LinePatchGP:
                                                       "predict_chunk", "seed", "n_rings")},
             "member_of_ring": self.member_of_ring,
             "pooled_rings": self.pooled_rings,
-            "train_x": self.model.train_inputs[0],
-            "train_y": self.model.train_targets,
-            "state_dict": self.model.state_dict(),
+            "train_x": self.model.train_inputs[0].cpu(),
+            "train_y": self.model.train_targets.cpu(),
+            "state_dict": {k: v.cpu() for k, v in self.model.state_dict().items()},
             "history": self.history,
             "fit_seconds": self.fit_seconds,
         }
 
     @classmethod
-    def from_state(cls, state: dict[str, Any]) -> "LinePatchGP":
-        gp = cls(**state["config"])
+    def from_state(cls, state: dict[str, Any], device: str = "cpu") -> "LinePatchGP":
+        gp = cls(**state["config"], device=device)
         gp.member_of_ring = {int(k): int(v) for k, v in state["member_of_ring"].items()}
         gp.pooled_rings = list(state["pooled_rings"])
         x, y = state["train_x"], state["train_y"]
         lik = gpytorch.likelihoods.GaussianLikelihood(batch_shape=x.shape[:-2])
         gp.model = MaternWhiteGP(x, y, lik)
         gp.model.load_state_dict(state["state_dict"])
+        gp.model = gp.model.to(device)
         gp.model.eval()
         lik.eval()
         gp.history = list(state.get("history", []))

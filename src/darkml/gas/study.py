@@ -270,6 +270,12 @@ def _nonempty(p: PatchPlanes) -> PatchPlanes:
 # ---------------------------------------------------------------------------------------------
 # train
 # ---------------------------------------------------------------------------------------------
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return name
+
+
 def _accelerator(name: str) -> str:
     if name == "auto":
         return "gpu" if torch.cuda.is_available() else "cpu"
@@ -339,11 +345,12 @@ def train(cfg: GasConfig, run: Run, devices: Any = "auto", accelerator: str | No
             if path.is_file():
                 log.info("GP: already trained (%s)", path)
                 state = torch.load(path, map_location="cpu", weights_only=False)
-                gp = LinePatchGP.from_state(state)
+                gp = LinePatchGP.from_state(state, _device(cfg.gp.device))
             else:
                 with run.stage("train_gp"):
                     gp = LinePatchGP(cfg.gp.patch, cfg.gp.stride, cfg.gp.max_train_points, cfg.gp.iters, cfg.gp.lr,
-                                     cfg.gp.min_active, cfg.gp.predict_chunk, cfg.seed, prep.n_rings).fit(both)
+                                     cfg.gp.min_active, cfg.gp.predict_chunk, cfg.seed, prep.n_rings,
+                                     device=_device(cfg.gp.device)).fit(both)
                     _save_torch(gp.state(), path)
             hp = gp.model.hyperparameters()
             out["gp"] = {"fit_seconds": gp.fit_seconds, "pooled_rings": gp.pooled_rings,
@@ -392,7 +399,7 @@ def _hpsearch(cfg: GasConfig, prep: Prepared, run: Run, devices: Any, accelerato
         module, _ = _train_cnn(cfg, prep, run, hp.loss, ckpt, int(params["window"]), int(params["filters"]),
                                float(params["lr"]), float(params["max_weight"]), hp.epochs, hp.patches_per_epoch,
                                f"hpsearch/trial_{number:04d}", devices, accelerator)
-        pred = predict_map(module.model, val.src, val.ring_r)
+        pred = predict_map(module.model, val.src, val.ring_r, device=_device("auto"))
         sae = score_planes(val.tgt, pred)["scaled_abs_error"]
         hps.clean_trial_dir(ckpt)
         value = summarize(sae, n_boot=0)["value"]
@@ -425,7 +432,7 @@ def _predictions(cfg: GasConfig, prep: Prepared, run: Run) -> dict[str, np.ndarr
     gp_path = run.checkpoints / "gp" / "gp.pt"
     if cfg.gp.enabled and gp_path.is_file():
         t0 = time.perf_counter()
-        gp = LinePatchGP.from_state(torch.load(gp_path, map_location="cpu", weights_only=False))
+        gp = LinePatchGP.from_state(torch.load(gp_path, map_location="cpu", weights_only=False), _device(cfg.gp.device))
         preds["gp"] = gp.predict(test)
         run.update_metrics({"timings_s": {"predict_gp": round(time.perf_counter() - t0, 3)}})
     if cfg.cnn.enabled:
@@ -438,7 +445,7 @@ def _predictions(cfg: GasConfig, prep: Prepared, run: Run) -> dict[str, np.ndarr
             module = _cnn_module(cfg, loss, cfg.cnn.window, cfg.cnn.filters, cfg.cnn.lr, cfg.cnn.max_weight, cfg.cnn.epochs)
             load_best(module, best)
             t0 = time.perf_counter()
-            preds[tag] = predict_map(module.model, test.src, test.ring_r)
+            preds[tag] = predict_map(module.model, test.src, test.ring_r, device=_device("auto"))
             run.update_metrics({"timings_s": {f"predict_{tag}": round(time.perf_counter() - t0, 3)}})
     return preds
 

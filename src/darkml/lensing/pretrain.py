@@ -119,6 +119,8 @@ class SSLDataCfg(Section):
     val_fraction: float = Field(0.1, gt=0, lt=0.5, description="share of the training images held out for validation")
     sim_set: list[str] = Field([], description="extra key=value overrides for the simulator config")
     workers: int = Field(1, ge=1, description="simulation worker processes")
+    loader_workers: int = Field(0, ge=0, le=64, description="DataLoader worker processes for fine-tuning "
+                                "(its augmentation runs per image on the CPU; pre-training augments on the device)")
     image_size: int = Field(64, ge=16, le=256, description="toy source only: image side in pixels")
 
     @field_validator("instruments")
@@ -388,12 +390,13 @@ def _fit_kw(cfg: SSLConfig, devices) -> dict[str, Any]:
     return {"devices": devices, "accelerator": cfg.accelerator, "precision": cfg.precision}
 
 
-def _loader(x, y=None, *, batch_size: int, shuffle: bool, seed: int, transform=None, drop_last: bool | None = None):
+def _loader(x, y=None, *, batch_size: int, shuffle: bool, seed: int, transform=None, drop_last: bool | None = None,
+            num_workers: int = 0):
     ds = ArrayDataset(x, y, transform=transform, seed=seed)
     bs = max(1, min(batch_size, len(ds)))
     if drop_last is None:
         drop_last = shuffle and len(ds) > bs  # no 1-image tail batch (BatchNorm)
-    return make_loader(ds, bs, shuffle=shuffle, seed=seed, drop_last=drop_last)
+    return make_loader(ds, bs, shuffle=shuffle, seed=seed, drop_last=drop_last, num_workers=num_workers)
 
 
 def _method_options(cfg: SSLConfig) -> dict[str, Any]:
@@ -513,7 +516,8 @@ def finetune(cfg: SSLConfig, encoder: torch.nn.Module, task: Literal["classify",
                                  plateau_patience=f.plateau_patience, target_mean=float(np.mean(y_tr)),
                                  target_std=float(max(np.std(y_tr), 1e-3)))
     aug = ViewAugment(f.rotate, f.flip, f.shift_px)
-    tr_loader = _loader(train.images, y_tr, batch_size=f.batch_size, shuffle=True, seed=cfg.seed, transform=aug)
+    tr_loader = _loader(train.images, y_tr, batch_size=f.batch_size, shuffle=True, seed=cfg.seed, transform=aug,
+                        num_workers=cfg.data.loader_workers)
     va_loader = _loader(val.images, y_va, batch_size=max(256, f.batch_size), shuffle=False, seed=cfg.seed)
     tag = "-".join(out_dir.parts[-4:])
     res = fit(module, tr_loader, va_loader, out_dir / "ckpt", max_epochs=epochs, patience=f.patience, log_dir=log_dir,

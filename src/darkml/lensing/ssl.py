@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Callable
 
 import lightning as L
@@ -760,8 +760,3 @@ def extract_features(encoder: nn.Module, images: np.ndarray | Tensor, batch_size
         out.append(enc(x[i : i + batch_size].to(device, torch.float32)).float().cpu())
     encoder.train(was)
     return torch.cat(out).numpy() if out else np.zeros((0, int(encoder.out_dim)), np.float32)
-
-
-def views_with(views: ViewAugment, **changes) -> ViewAugment:
-    """A copy of ``views`` with some fields changed."""
-    return replace(views, **changes)
