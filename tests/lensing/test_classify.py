@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from darkml.config import ConfigError
-from darkml.lensing import classify
 from darkml.lensing.classify import d4_transforms, load_benchmark_config, predict_tta, run_benchmark, subsample
 
 SIZE = 16

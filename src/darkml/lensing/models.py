@@ -20,7 +20,6 @@ from __future__ import annotations
 import warnings
 from typing import Any, Callable
 
-import torch
 from torch import nn
 
 from . import equivariant
