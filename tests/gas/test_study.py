@@ -20,7 +20,7 @@ TINY = [
     "cnn.losses=[wmae]", "cnn.epochs=2", "cnn.patches_per_epoch=2000", "cnn.batch_size=512", "cnn.filters=8",
     "cnn.hidden=[8]", "cnn.window=5", "cnn.accelerator=cpu",
     "hpsearch.n_trials=1", "hpsearch.epochs=1", "hpsearch.patches_per_epoch=1000", "hpsearch.windows=[3]",
-    "eval.n_boot=20", "eval.maps_shown=1",
+    "eval.n_boot=20", "eval.maps_shown=1", "threads=null",
 ]
 
 

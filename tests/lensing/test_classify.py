@@ -94,8 +94,10 @@ def test_regression_pipeline_end_to_end(tmp_path, toy):
     assert np.all((d["target"] >= -24) & (d["target"] <= -22)) and np.all(np.isfinite(d["pred"]))
     # ETN is rotation invariant: C4 test-time averaging changes nothing (to float32 round-off)
     np.testing.assert_allclose(d["pred_tta"], d["pred"], atol=1e-3)
+    ref = bench["reference"]["euclid"]["rmse"]["value"]
+    assert ref >= float(np.std(d["target"])) - 1e-6  # RMSE of any constant >= the test targets' std
     html = run.report_path.read_text()
-    assert "Table 2" in html and "Predicted vs true" in html
+    assert "Table 2" in html and "Predicted vs true" in html and "training-set mean" in html
     # re-running reuses the finished fit (resume) and reproduces the metrics exactly
     run2 = run_benchmark(cfg, tmp_path / "run", data=toy, accelerator="cpu")
     res2 = json.loads(run2.metrics_path.read_text())["benchmark"]["test"]["euclid"]["etn"]

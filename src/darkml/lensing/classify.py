@@ -496,6 +496,7 @@ def evaluate(cfg: BenchmarkConfig, run: Run, data: dict[str, dict[str, Arrays]])
     results: dict[str, Any] = {}
     tta: dict[str, Any] = {}
     comparison: dict[str, Any] = {}
+    reference: dict[str, Any] = {}
     with run.stage(f"evaluate-{cfg.task}"):
         for dataset, arrays in data.items():
             x, y = _task_arrays(cfg, arrays["test"])
@@ -517,12 +518,16 @@ def evaluate(cfg: BenchmarkConfig, run: Run, data: dict[str, dict[str, Arrays]])
                 results.setdefault(dataset, {})[model] = res
                 preds[model] = p
                 log.info("%s %s: %s", dataset, model, _headline(cfg, res))
+            if cfg.task == "regress":  # the no-learning reference: predict the training-set mean
+                y_tr = _splits(cfg, arrays["train"])[0][1]
+                reference[dataset] = _score(cfg, y, np.full(len(y), float(np.mean(y_tr)), np.float32))
             base = "resnet50" if "resnet50" in preds else cfg.models[0]
             for model in preds:
                 if model != base:
                     comparison.setdefault(dataset, {})[f"{model}-minus-{base}"] = _paired_diff(cfg, y, preds[model], preds[base])
-        run.update_metrics({"benchmark": {"task": cfg.task, "test": results, "tta": tta, "comparison": comparison}})
-    return {"test": results, "tta": tta, "comparison": comparison}
+        run.update_metrics({"benchmark": {"task": cfg.task, "test": results, "tta": tta, "comparison": comparison,
+                                          "reference": reference}})
+    return {"test": results, "tta": tta, "comparison": comparison, "reference": reference}
 
 
 def _headline(cfg: BenchmarkConfig, res: dict[str, Any]) -> str:
@@ -583,7 +588,8 @@ def _fig_roc(cfg: BenchmarkConfig, dataset: str, test: dict[str, Any]):
         for i, (model, res) in enumerate(test.items()):
             roc = res["roc"][cname]
             ax.plot(roc["fpr"], roc["tpr"], color=f"C{i}", label=f"{DESCRIPTIONS[model]} (AUC {roc['auc']:.4f})")
-        ax.plot([0, 1], [0, 1], ":", color="grey", lw=0.8)
+        chance = np.logspace(-3, 0, 50)
+        ax.plot(chance, chance, ":", color="grey", lw=0.8)
         ax.set_xscale("log")
         ax.set_xlim(1e-3, 1)
         ax.set_xlabel("false-positive rate")
@@ -652,6 +658,9 @@ def _fig_efficiency(cfg: BenchmarkConfig, eff: dict[str, Any]):
             hi = np.array([per_f[f][key]["hi"] for f in fr])
             ax.errorbar(n, v, yerr=[v - lo, hi - v], fmt="o-", ms=4, capsize=2, color=f"C{i}", label=DESCRIPTIONS[model])
         ax.set_xscale("log")
+        ticks = sorted({per_f[f]["n_train"] for per_f in per_model.values() for f in per_f})
+        ax.set_xticks(ticks, [str(t) for t in ticks])
+        ax.minorticks_off()
         ax.set_xlabel("training images")
         ax.set_ylabel("test macro AUC" if key == "macro_auc" else "test RMSE [dex]")
         ax.set_title(_label(dataset))
@@ -663,6 +672,10 @@ def _fig_efficiency(cfg: BenchmarkConfig, eff: dict[str, Any]):
 def _tables(cfg: BenchmarkConfig, bench: dict[str, Any]) -> tuple[list[dict], list[dict]]:
     main, speed = [], []
     for dataset, per_model in bench.get("test", {}).items():
+        ref = bench.get("reference", {}).get(dataset)
+        if ref and cfg.task == "regress":
+            main.append({"dataset": _label(dataset), "model": "training-set mean (no learning)",
+                         **{k.upper(): ref[k] for k in ("rmse", "mse", "mae")}})
         for model, res in per_model.items():
             tr = bench.get("training", {}).get(dataset, {}).get(model, {})
             row: dict[str, Any] = {"dataset": _label(dataset), "model": DESCRIPTIONS[model]}
@@ -730,8 +743,10 @@ def report(cfg: BenchmarkConfig, run: Run) -> Path:
         f"{cfg.train.epochs} epochs, best epoch by validation loss; {int(100 * cfg.data.val_fraction)}% of the training "
         f"images held out for validation. Hardware: {dev}. Intervals are {int(100 * cfg.eval.level)}% bootstrap "
         f"intervals over the test images ({cfg.eval.n_boot} resamples).</p>"
-        + "".join(f"<p>{_label(d)}: {v.get('n_train')} training+validation and {v.get('n_test')} test images "
-                  f"(<code>{v.get('path', 'in memory')}</code>).</p>" for d, v in sizes.items()))
+        + "".join(f"<p>{_label(d)}: {v.get('n_train')} training+validation and {v.get('n_test')} test images, all "
+                  f"classes (<code>{v.get('path', 'in memory')}</code>).</p>" for d, v in sizes.items())
+        + ("<p>The regression uses the axion images only (a third of each set); its reference row predicts the "
+           "training-set mean for every image.</p>" if cfg.task == "regress" else ""))
     if cfg.model_options:
         rep.add_note("Model options (non-paper widths where set): " + json.dumps(cfg.model_options))
     main, speed = _tables(cfg, bench)
