@@ -43,10 +43,8 @@ def torch_generator(seed: int, chunk_id: int, *stream: int, device: str = "cpu")
     return g
 
 
-def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", disable: bool | None = None) -> Iterator[T]:
+def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", disable: bool = False) -> Iterator[T]:
     """A rich progress bar on a terminal; periodic log lines otherwise."""
-    if disable is None:
-        disable = False
     if total is None and hasattr(iterable, "__len__"):
         total = len(iterable)  # type: ignore[arg-type]
     if disable:

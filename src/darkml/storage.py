@@ -118,9 +118,8 @@ class SampleStore:
                         "use another path (or delete it) to make a new one"
                     )
                 store = cls(path, existing)
-                done = store.n_samples - len(store.missing_chunks()) * store.chunk_size
-                log.info("resuming dataset %s (%d of %d chunks complete)", path, store.n_chunks - len(store.missing_chunks()), store.n_chunks)
-                del done
+                log.info("resuming dataset %s (%d of %d chunks complete)", path,
+                         store.n_chunks - len(store.missing_chunks()), store.n_chunks)
                 return store
         path.parent.mkdir(parents=True, exist_ok=True)
         group = zarr.open_group(str(path), mode="w")
