@@ -55,7 +55,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
     ap.add_argument("--repeats", type=int, default=2, help="best of this many timed runs")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile variants")
-    ap.add_argument("--json", type=Path, default=Path("runs/benchmarks/lensing.json"))
+    ap.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "lensing.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     load_start = os.getloadavg()

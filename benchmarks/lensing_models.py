@@ -93,7 +93,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps-cuda", type=int, default=30)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--no-cpu", action="store_true", help="skip the CPU runs")
-    ap.add_argument("--json", type=Path, default=Path("runs/benchmarks/lensing_models.json"))
+    ap.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "lensing_models.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     warnings.filterwarnings("ignore", message=".*dtype torch.uint8.*")

@@ -81,7 +81,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--local-crops", type=int, default=4)
     ap.add_argument("--patch-size", type=int, default=8)
     ap.add_argument("--no-cuda", action="store_true")
-    ap.add_argument("--json", type=Path, default=Path("runs/benchmarks/ssl.json"))
+    ap.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "ssl.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
 

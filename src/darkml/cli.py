@@ -1,26 +1,19 @@
 """The ``darkml`` command: ``darkml <study> <stage> [--preset P] [--set key=value] …``.
 
 Each study contributes a typer sub-app from ``darkml/<study>/cli.py``; this module only
-assembles them, so ``darkml --help`` lists the studies and ``darkml <study> --help`` its
+assembles them (importing a study's module when that study is invoked), so ``darkml --help`` lists the studies and ``darkml <study> --help`` its
 stages. Everything a command does is also callable from Python via the study's ``study.py``.
 """
 
 from __future__ import annotations
 
 import importlib
-import logging
 
+import click
 import typer
+from typer.core import TyperGroup
 
 from . import __version__
-
-app = typer.Typer(
-    name="darkml",
-    help="Machine-learning searches for dark matter: simulate -> learn -> measure -> report.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
 STUDIES = {
     "astrometry": "Astrometric lensing of quasars by Milky Way subhalos (ResNet-18 on HEALPix maps).",
@@ -29,13 +22,55 @@ STUDIES = {
     "gas": "13CO gas maps from 12CO with Gaussian processes and a patch CNN.",
 }
 
-for _name, _help in STUDIES.items():
-    try:
-        _mod = importlib.import_module(f"darkml.{_name}.cli")
-    except ImportError as _exc:  # a study whose optional pieces are missing must not break the others
-        logging.getLogger(__name__).debug("study %s unavailable: %s", _name, _exc)
-        continue
-    app.add_typer(_mod.app, name=_name, help=_help)
+
+class _LazyStudies(TyperGroup):
+    """Imports a study's CLI (and with it torch, lightning, …) only when that study is invoked.
+
+    ``darkml --help`` lists the studies from :data:`STUDIES` without importing any of them; a
+    study whose dependencies are missing fails with a one-line message naming the import that
+    failed, and leaves the other studies usable.
+    """
+
+    _listing = False
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(STUDIES) + [c for c in super().list_commands(ctx) if c not in STUDIES]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in STUDIES or name in self.commands:
+            return super().get_command(ctx, name)
+        if self._listing:  # help text only: a placeholder, no import
+            return click.Group(name=name, help=STUDIES[name])
+        try:
+            mod = importlib.import_module(f"darkml.{name}.cli")
+        except ImportError as exc:
+            raise click.UsageError(f"study {name!r} is unavailable: {exc}") from exc
+        cmd = typer.main.get_group(mod.app)
+        cmd.name, cmd.help = name, STUDIES[name]
+        self.add_command(cmd, name)
+        return cmd
+
+    def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        self._listing = True
+        try:
+            super().format_help(ctx, formatter)
+        finally:
+            self._listing = False
+
+
+app = typer.Typer(
+    name="darkml",
+    cls=_LazyStudies,
+    help="Machine-learning searches for dark matter: simulate -> learn -> measure -> report.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@app.callback()
+def _main() -> None:
+    """Machine-learning searches for dark matter: simulate -> learn -> measure -> report."""
 
 
 @app.command()

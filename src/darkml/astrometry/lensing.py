@@ -105,14 +105,14 @@ def velocity_far(b_l: torch.Tensor, b_b: torch.Tensor, v_l: torch.Tensor, v_b: t
     For x^2 >= 1.1, F = arccos(1/x) / sqrt(x^2 - 1) is well conditioned (relative error < 1e-15).
     """
     x2 = torch.addcmul(b_l * b_l, b_b, b_b).mul_(inv_rs2).clamp_min_(X_MIN * X_MIN)
-    b2 = x2 / inv_rs2  # b^2 (>= (1e-12 r_s)^2)
+    ib2 = inv_rs2 / x2  # 1 / b^2 (b >= 1e-12 r_s): the only division
     bv = torch.addcmul(b_l * v_l, b_b, v_b)
-    t = (x2 - 1.0).clamp_min_(0.1)
-    F = torch.acos(torch.rsqrt(x2).clamp_max_(_RSQRT_1P1)).div_(torch.sqrt(t))
+    rt = torch.rsqrt((x2 - 1.0).clamp_min_(0.1))  # 1 / sqrt(x^2 - 1)
+    F = torch.acos(torch.rsqrt(x2).clamp_max_(_RSQRT_1P1)).mul_(rt)
     m = torch.log(x2).mul_(0.5).sub_(_LN2).add_(F)  # ln(x/2) + F = M / (4 pi rho_s r_s^3)
-    xg2 = (1.0 - F).mul_(x2).div_(t)  # x^2 g(u) = M' b / (4 pi rho_s r_s^3)
-    c2 = m * amp / b2  # ∝ M / b^2
-    c1 = (xg2 - 2.0 * m) * amp * bv / (b2 * b2)  # ∝ (M' b - 2M) (b.v) / b^4
+    xg2 = (1.0 - F).mul_(x2).mul_(rt * rt)  # x^2 g(u) = M' b / (4 pi rho_s r_s^3)
+    c2 = m * amp * ib2  # ∝ M / b^2
+    c1 = (xg2 - 2.0 * m) * amp * bv * (ib2 * ib2)  # ∝ (M' b - 2M) (b.v) / b^4
     return c2 * v_l + c1 * b_l, c2 * v_b + c1 * b_b, x2 < 1.1
 
 
