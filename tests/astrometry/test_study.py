@@ -50,6 +50,14 @@ def tiny_run(tmp_path_factory):
     return run
 
 
+def test_paper_preset_rates_and_per_model_override():
+    cfg = study.load("paper")
+    assert cfg.train.lr == pytest.approx(0.1)  # the paper's rate for ResNet-18
+    assert study._module(cfg, "resnet18").hparams.lr == pytest.approx(0.1)
+    assert study._module(cfg, "vgg11").hparams.lr == pytest.approx(1e-3)  # documented departure
+    assert cfg.sky.compile and cfg.data.n_train == 25000 and cfg.train.max_epochs == 50
+
+
 def test_pipeline_end_to_end(tiny_run):
     m = tiny_run.metrics()
     auc = m["evaluation"]["auc"]["D"]["resnet18"]

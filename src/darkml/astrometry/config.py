@@ -6,7 +6,7 @@ Every number carries its unit in the field name or description and an allowed ra
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -120,6 +120,9 @@ class TrainCfg(Section):
     )
     compare_scenario: str = "C"
     lr: float = Field(1e-3, gt=0, le=1.0, description="initial Adam learning rate (paper: 1e-1; see docs)")
+    model_lr: dict[Literal["resnet18", "vgg11", "alexnet"], Annotated[float, Field(gt=0, le=1.0)]] = Field(
+        default_factory=dict, description="per-architecture initial rate overriding lr (e.g. {vgg11: 1e-3})"
+    )
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(32, ge=1)
     max_epochs: int = Field(50, ge=1)

@@ -76,7 +76,8 @@ def _flip_transform(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 
 def _module(cfg: AstrometryConfig, model_name: str) -> ClassifierModule:
     t = cfg.train
-    return ClassifierModule(build_model(model_name, in_channels=2, num_classes=2), num_classes=2, lr=t.lr,
+    lr = t.model_lr.get(model_name, t.lr)
+    return ClassifierModule(build_model(model_name, in_channels=2, num_classes=2), num_classes=2, lr=lr,
                             weight_decay=t.weight_decay, plateau_patience=t.plateau_patience, plateau_factor=t.plateau_factor)
 
 

@@ -18,6 +18,7 @@ import csv
 import json
 import logging
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,10 @@ from torch.utils.data import DataLoader
 
 from ..runs import atomic_write_json
 
+
+# Lightning-internal deprecation notices a user cannot act on (they name Lightning's own code)
+warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
+warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
 log = logging.getLogger(__name__)
 
 __all__ = ["FitResult", "fit", "load_best", "predict", "read_history"]
