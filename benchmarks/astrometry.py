@@ -80,7 +80,8 @@ def _worker(args: tuple) -> tuple[float, float, int]:
     if kind == "reference":
         fn = lambda c: reference_signal_map(c, nside, max_angle)  # noqa: E731
     else:
-        fn = lambda c: sky.signal_map(c, nside=nside, max_angle_deg=max_angle, threads=1, compile=(kind == "compiled"))  # noqa: E731
+        fn = lambda c: sky.signal_map(c, nside=nside, max_angle_deg=max_angle, threads=1,  # noqa: E731
+                                      compile=kind.startswith("compiled"), precision="mixed" if "mixed" in kind else "double")
     fn(cats[0])  # warm-up (compilation)
     _BARRIER.wait()
     t0 = time.perf_counter()
@@ -137,11 +138,14 @@ def main(argv: list[str] | None = None) -> dict:
         rows.append((nside, "reference (numpy + query_disc)", ref, None))
         paths = [("cpu eager, 1 thread", dict(device="cpu", threads=1)),
                  ("cpu eager, 2 threads", dict(device="cpu", threads=2))]
+        paths.append(("cpu eager mixed, 1 thread", dict(device="cpu", threads=1, precision="mixed")))
         if not args.no_compile:
             paths.append(("cpu compiled, 1 thread", dict(device="cpu", threads=1, compile=True)))
+            paths.append(("cpu compiled mixed, 1 thread", dict(device="cpu", threads=1, compile=True, precision="mixed")))
         if torch.cuda.is_available():
             paths.append(("cuda", dict(device="cuda")))
             paths.append(("cuda compiled", dict(device="cuda", compile=True)))
+            paths.append(("cuda mixed", dict(device="cuda", precision="mixed")))
         for name, kw in paths:
             fn = lambda c, kw=kw: sky.signal_map(c, nside=nside, max_angle_deg=args.max_angle, **kw)  # noqa: E731
             w0 = time.perf_counter()
@@ -176,7 +180,7 @@ def main(argv: list[str] | None = None) -> dict:
             mref = _machine_throughput("reference", nside, args.max_angle, n_ref, args.processes, args.seed)
             res[f"reference, {args.processes} processes"] = mref
             rows.append((nside, f"reference x{args.processes} procs", mref, None))
-            for kind in ("eager",) + (() if args.no_compile else ("compiled",)):
+            for kind in ("eager",) + (() if args.no_compile else ("compiled", "compiled mixed")):
                 mt = _machine_throughput(kind, nside, args.max_angle, args.repeats, args.processes, args.seed)
                 mt["speedup_vs_reference"] = mt["maps_per_s"] / mref["maps_per_s"]
                 res[f"cpu {kind}, {args.processes} processes"] = mt
@@ -184,11 +188,11 @@ def main(argv: list[str] | None = None) -> dict:
         result["results"][str(nside)] = res
     result["machine"]["loadavg_end"] = os.getloadavg()
 
-    print(f"{'nside':>5}  {'path':<28} {'maps/s':>8} {'best':>8} {'wall s/map':>11} {'cpu s/map':>10} "
+    print(f"{'nside':>5}  {'path':<30} {'maps/s':>8} {'best':>8} {'wall s/map':>11} {'cpu s/map':>10} "
           f"{'vs ref':>7} {'(best)':>7} {'(cpu)':>7} {'max rel diff':>13}")
     nan = float("nan")
     for nside, name, t, err in rows:
-        print(f"{nside:>5}  {name:<28} {t['maps_per_s']:>8.2f} {t.get('maps_per_s_best', nan):>8.2f} "
+        print(f"{nside:>5}  {name:<30} {t['maps_per_s']:>8.2f} {t.get('maps_per_s_best', nan):>8.2f} "
               f"{t['wall_s_per_map']:>11.4f} {t.get('cpu_s_per_map', nan):>10.4f} "
               f"{t.get('speedup_vs_reference', 1.0):>6.1f}x {t.get('speedup_vs_reference_best', 1.0):>6.1f}x "
               f"{t.get('speedup_vs_reference_cpu', 1.0):>6.1f}x {'' if err is None else f'{err:.1e}':>13}")

@@ -96,6 +96,21 @@ def test_full_population_matches_reference_and_is_linear():
     assert many.shape == (3, 2, hp.nside2npix(16))
 
 
+def test_mixed_precision_stays_within_the_benchmark_tolerance():
+    """float32 far-field kernel: within 1e-6 of the double-precision map, but not bit-identical."""
+    rng = np.random.default_rng(6)
+    cat = population.draw_population(None, rng)
+    exact = sky.signal_map(cat, nside=16)
+    mixed = sky.signal_map(cat, nside=16, precision="mixed")
+    err = np.abs(mixed - exact).max() / np.abs(exact).max()
+    assert 1e-12 < err < 1e-6  # really float32 somewhere, and still well inside the tolerance
+    near = {c: v[:1] for c, v in ONE.items()}  # one subhalo: the pixels nearest it go the float64 path
+    np.testing.assert_allclose(sky.signal_map(near, nside=32, precision="mixed"), sky.signal_map(near, nside=32),
+                               rtol=0, atol=2e-7 * np.abs(sky.signal_map(near, nside=32)).max())
+    with pytest.raises(ValueError, match="precision"):
+        sky.signal_map(cat, nside=16, precision="half")
+
+
 def test_deflection_points_away_and_quantities():
     m = sky.signal_map(ONE, nside=32, quantity="deflection")
     lens = hp.ang2vec(30.0, 25.0, lonlat=True)

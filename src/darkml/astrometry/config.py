@@ -70,6 +70,9 @@ class SkyCfg(Section):
     device: str = Field("auto", description="torch device for the signal maps: auto, cpu or cuda")
     compile: bool = Field(False, description="torch.compile the signal-map kernels (about 2x faster per map; "
                                              "20-90 s compilation per worker process, so worth it for large datasets)")
+    precision: Literal["double", "mixed"] = Field(
+        "double", description="signal-map arithmetic: double, or mixed (float32 far-field kernel, ~1e-7 of the map "
+                              "maximum, about 2x faster on CPU)")
 
     @field_validator("nside")
     @classmethod

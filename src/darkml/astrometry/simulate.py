@@ -139,7 +139,7 @@ def simulate_signal_chunk(cfg_json: dict[str, Any], path: str, i: int) -> None:
     for j in range(sl.start, sl.stop):
         cat = population.draw_population(cfg.population, rng)
         m = sky.signal_map(cat, nside=cfg.sky.nside, max_angle_deg=cfg.sky.max_angle_deg, device=device,
-                           compile=cfg.sky.compile)
+                           compile=cfg.sky.compile, precision=cfg.sky.precision)
         maps.append(np.asarray(m, dtype=np.float32))
         n = len(cat["m200"])
         counts.append(n)

@@ -296,8 +296,29 @@ def _velocity_pairs(table: torch.Tensor, basis: torch.Tensor, sub: torch.Tensor,
     return mu_l.masked_fill(low, 0.0), mu_b.masked_fill(low, 0.0), low
 
 
+#: x^2 below which the "mixed" path evaluates pairs in float64 (1 - F loses digits near x = 1 in float32)
+MIXED_CAREFUL_X2 = 4.0
+PRECISIONS = ("double", "mixed")
+
+
+def _velocity_pairs_mixed(table: torch.Tensor, basis: torch.Tensor, sub: torch.Tensor, pix: torch.Tensor):
+    """As :func:`_velocity_pairs`, but eq. (3) in float32 for pairs with x^2 >= MIXED_CAREFUL_X2.
+
+    Geometry (gathers, impact parameters, projections) stays float64; the float32 kernel output
+    is accumulated in float64. Pairs with x^2 < 4 (the strongest, near the scale radius) go to
+    the float64 careful path. Error on ~1,200-subhalo maps: ~1e-7 of the map's maximum.
+    """
+    b_l, b_b, v_l, v_b = _geometry(table, basis, sub, pix)
+    inv = table[7].index_select(0, sub)
+    low = torch.addcmul(b_l * b_l, b_b, b_b).mul_(inv) < MIXED_CAREFUL_X2
+    f = torch.float32
+    mu_l, mu_b, _ = lensing.velocity_far(b_l.to(f), b_b.to(f), v_l.to(f), v_b.to(f),
+                                         table[6].index_select(0, sub).to(f), inv.to(f))
+    return mu_l.to(torch.float64).masked_fill(low, 0.0), mu_b.to(torch.float64).masked_fill(low, 0.0), low
+
+
 _COMPILED: dict[tuple[str, str], Any] = {}
-_EAGER = {"runs": None, "expand": None, "velocity": None}  # filled below (functions defined above)
+_EAGER = {"runs": None, "expand": None, "velocity": None, "velocity_mixed": None}  # filled below
 
 
 def _fn(name: str, compile: bool, dev: torch.device):
@@ -331,7 +352,8 @@ def _velocity_careful(grid: _Grid, table: torch.Tensor, sub: torch.Tensor, pix: 
     return lensing.velocity_kernel(b_l, b_b, v_l, v_b, table[6].index_select(0, sub), table[7].index_select(0, sub))
 
 
-def _pair_values(grid: _Grid, table: torch.Tensor, runs, quantity: str, max_pairs: int, compile: bool):
+def _pair_values(grid: _Grid, table: torch.Tensor, runs, quantity: str, max_pairs: int, compile: bool,
+                 precision: str = "double"):
     """Yield (sub, pix, q_l, q_b) for all pairs of ``runs``, in batches of about ``max_pairs`` pairs."""
     run_sub, run_pix0, run_cnt = runs
     careful = []
@@ -340,7 +362,8 @@ def _pair_values(grid: _Grid, table: torch.Tensor, runs, quantity: str, max_pair
             continue
         sub, pix = _call("expand", compile, table.device, run_sub[sl], run_pix0[sl], run_cnt[sl], total)
         if quantity == "velocity":
-            q_l, q_b, low = _call("velocity", compile, table.device, table, grid.basis, sub, pix)
+            kernel = "velocity_mixed" if precision == "mixed" else "velocity"
+            q_l, q_b, low = _call(kernel, compile, table.device, table, grid.basis, sub, pix)
             idx = low.nonzero(as_tuple=True)[0]
             if idx.numel():
                 careful.append((sub.index_select(0, idx), pix.index_select(0, idx)))
@@ -352,17 +375,19 @@ def _pair_values(grid: _Grid, table: torch.Tensor, runs, quantity: str, max_pair
             else:
                 q_l, q_b = lensing.acceleration(b_l, b_b, v_l, v_b, rho_s, r_s)
         yield sub, pix, q_l, q_b
-    if careful:  # all pairs with x^2 < 1.1 of the map at once
+    if careful:  # all pairs with x^2 < 1.1 (mixed: < 4) of the map at once, in float64
         sub = torch.cat([c[0] for c in careful])
         pix = torch.cat([c[1] for c in careful])
         yield (sub, pix, *_velocity_careful(grid, table, sub, pix))
 
 
-_EAGER.update(runs=disc_runs, expand=expand_runs, velocity=_velocity_pairs)
+_EAGER.update(runs=disc_runs, expand=expand_runs, velocity=_velocity_pairs, velocity_mixed=_velocity_pairs_mixed)
 
 
-def _validate(nside: int, max_angle_deg: float, quantity: str) -> None:
+def _validate(nside: int, max_angle_deg: float, quantity: str, precision: str = "double") -> None:
     check_nside(nside)
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision = {precision!r}: must be one of {list(PRECISIONS)}")
     if not 0 < max_angle_deg <= 90:
         raise ValueError(f"max_angle_deg = {max_angle_deg}: must be in (0, 90] (sources behind the observer are not lensed)")
     if quantity not in QUANTITIES:
@@ -391,7 +416,8 @@ def _default_pairs(dev: torch.device, compile: bool = False) -> int:
 
 def signal_maps(catalogues: Sequence[Mapping[str, Any]], nside: int = 32, max_angle_deg: float = 20.0,
                 device: str | torch.device = "cpu", quantity: str = "velocity", max_pairs: int | None = None,
-                as_tensor: bool = False, compile: bool = False, threads: int | None = 1) -> np.ndarray | torch.Tensor:
+                as_tensor: bool = False, compile: bool = False, threads: int | None = 1,
+                precision: str = "double") -> np.ndarray | torch.Tensor:
     """Noiseless lensing maps (n_maps, 2, npix) of several subhalo populations, computed together.
 
     Same as :func:`signal_map` for each catalogue, but all (subhalo, pixel) pairs of all maps go
@@ -399,7 +425,7 @@ def signal_maps(catalogues: Sequence[Mapping[str, Any]], nside: int = 32, max_an
     calling :func:`signal_map` per catalogue up to the summation order of overlapping subhalos
     (~1e-16 relative). Parameters as in :func:`signal_map`.
     """
-    _validate(nside, max_angle_deg, quantity)
+    _validate(nside, max_angle_deg, quantity, precision)
     dev = resolve_device(device)
     grid = _grid(int(nside), str(dev))
     t = _catalogue_tensors(catalogues, dev)
@@ -408,7 +434,8 @@ def signal_maps(catalogues: Sequence[Mapping[str, Any]], nside: int = 32, max_an
     offset = t["map"] * grid.npix
     with _cpu_threads(threads, dev):
         runs = _call("runs", compile, dev, grid, t["theta"], t["phi"], math.radians(max_angle_deg))
-        for sub, pix, q_l, q_b in _pair_values(grid, t["table"], runs, quantity, max_pairs or _default_pairs(dev, compile), compile):
+        for sub, pix, q_l, q_b in _pair_values(grid, t["table"], runs, quantity, max_pairs or _default_pairs(dev, compile), compile,
+                                               precision):
             target = pix if len(catalogues) == 1 else pix + offset.index_select(0, sub)
             flat_l.index_add_(0, target, q_l)
             flat_b.index_add_(0, target, q_b)
@@ -418,7 +445,8 @@ def signal_maps(catalogues: Sequence[Mapping[str, Any]], nside: int = 32, max_an
 
 def signal_map(catalogue: Mapping[str, Any], nside: int = 32, max_angle_deg: float = 20.0,
                device: str | torch.device = "cpu", quantity: str = "velocity", max_pairs: int | None = None,
-               as_tensor: bool = False, compile: bool = False, threads: int | None = 1) -> np.ndarray | torch.Tensor:
+               as_tensor: bool = False, compile: bool = False, threads: int | None = 1,
+               precision: str = "double") -> np.ndarray | torch.Tensor:
     """Noiseless lensing map (2, npix) of one subhalo population on a RING HEALPix grid.
 
     ``catalogue``: mapping with columns l, b [deg], distance [kpc], v_l, v_b, v_r [km/s],
@@ -435,8 +463,13 @@ def signal_map(catalogue: Mapping[str, Any], nside: int = 32, max_angle_deg: flo
     ``threads``: torch intra-op CPU threads used during the call (default 1: the per-pair
     operations are short, and parallel map generation uses worker processes; on a shared
     machine OpenMP barriers make 2 threads slower than 1). ``None`` keeps the global setting.
+    ``precision``: ``"double"`` (default, float64 throughout, ~1e-11 of the independent
+    reference) or ``"mixed"`` (velocity only: eq. (3) in float32 for pairs with x^2 >= 4,
+    float64 geometry, near pairs and sums; ~2x faster on CPU, ~1e-7 of the map's maximum —
+    far below the float32 the datasets store).
     """
-    out = signal_maps([catalogue], nside, max_angle_deg, device, quantity, max_pairs, True, compile, threads)[0]
+    out = signal_maps([catalogue], nside, max_angle_deg, device, quantity, max_pairs, True, compile, threads,
+                      precision)[0]
     return out if as_tensor else out.cpu().numpy()
 
 

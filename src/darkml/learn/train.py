@@ -36,6 +36,8 @@ from ..runs import atomic_write_json
 # Lightning-internal deprecation notices a user cannot act on (they name Lightning's own code)
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
+# ... and Lightning's advertisement for its cloud logger, printed on every fit
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda rec: "litlogger" not in rec.getMessage())
 log = logging.getLogger(__name__)
 
 __all__ = ["FitResult", "fit", "load_best", "predict", "read_history"]
