@@ -38,6 +38,22 @@ warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*
 warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
 # ... and Lightning's advertisement for its cloud logger, printed on every fit
 logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda rec: "litlogger" not in rec.getMessage())
+
+
+def _single_log_stream() -> None:
+    """When the application configured root logging, drop Lightning's own console handler.
+
+    ``import lightning`` always attaches a StreamHandler to the "lightning" logger while its
+    records also propagate to the root logger, so every Lightning message would print twice.
+    """
+    if not logging.getLogger().handlers:
+        return
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
+        lg = logging.getLogger(name)
+        for h in list(lg.handlers):
+            if type(h) is logging.StreamHandler:
+                lg.removeHandler(h)
+        lg.propagate = True
 log = logging.getLogger(__name__)
 
 __all__ = ["FitResult", "fit", "load_best", "predict", "read_history"]
@@ -101,6 +117,7 @@ def fit(
     gradient_clip_val: float | None = None,
 ) -> FitResult:
     """Train ``module``; return the best checkpoint. See the module docstring."""
+    _single_log_stream()
     if max_epochs < 1:
         raise ValueError(f"max_epochs = {max_epochs}: must be >= 1")
     ckpt_dir = Path(ckpt_dir)
