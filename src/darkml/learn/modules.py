@@ -76,7 +76,7 @@ class _Supervised(L.LightningModule):
             self.log("train_images_per_s", self._n_epoch / dt, sync_dist=True)
         opt = self.optimizers()
         if opt is not None and not isinstance(opt, list):
-            self.log("lr", opt.param_groups[0]["lr"])
+            self.log("lr", opt.param_groups[0]["lr"], sync_dist=True)
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -104,9 +104,12 @@ class _Supervised(L.LightningModule):
         y = torch.cat(self._val_y)
         self._val_out.clear()
         self._val_y.clear()
+        if self.trainer.world_size > 1:  # DDP: metrics of the whole validation set, not of this rank's shard
+            out = self.all_gather(out.to(self.device)).reshape(-1, *out.shape[1:]).cpu()
+            y = self.all_gather(y.to(self.device)).reshape(-1, *y.shape[1:]).cpu()
         for k, v in self.epoch_metrics(out, y).items():
-            if np.isfinite(v):
-                self.log(k, float(v), prog_bar=k in ("val_auc", "val_rmse"))
+            if np.isfinite(v):  # identical on every rank; sync_dist only makes that explicit to Lightning
+                self.log(k, float(v), prog_bar=k in ("val_auc", "val_rmse"), sync_dist=True)
 
     def epoch_metrics(self, out: torch.Tensor, y: torch.Tensor) -> dict[str, float]:  # pragma: no cover
         return {}
