@@ -36,8 +36,11 @@ from ..runs import atomic_write_json
 # Lightning-internal deprecation notices a user cannot act on (they name Lightning's own code)
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")
-# ... and Lightning's advertisement for its cloud logger, printed on every fit
-logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(lambda rec: "litlogger" not in rec.getMessage())
+# ... and Lightning's advertisement for its cloud logger and hardware census, printed on every fit
+# (darkml logs the device it trains on itself)
+_LIGHTNING_CHATTER = ("litlogger", "GPU available:", "TPU available:", "HPU available:")
+logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(
+    lambda rec: not any(s in rec.getMessage() for s in _LIGHTNING_CHATTER))
 
 
 def _single_log_stream() -> None:
@@ -165,6 +168,8 @@ def fit(
         deterministic=False,
         gradient_clip_val=gradient_clip_val,
     )
+    log.info("%s: training on %s x%s (%s, precision %s)", tag, acc, trainer.num_devices,
+             type(trainer.strategy).__name__, precision)
     last = ckpt_dir / "last.ckpt"
     resume = str(last) if last.is_file() else None
     if resume:
