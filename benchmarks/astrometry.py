@@ -63,17 +63,9 @@ def _time(fn, cats, sync=None) -> dict:
             "maps_per_s": n / wall, "maps_per_s_best": 1.0 / float(np.min(walls))}
 
 
-_BARRIER = None
-
-
-def _init_worker(barrier) -> None:
-    global _BARRIER
-    _BARRIER = barrier
-
-
 def _worker(args: tuple) -> tuple[float, float, int]:
     """One process of the machine-throughput run: warm up, wait at the barrier, time ``n`` maps."""
-    kind, nside, max_angle, seed, n = args
+    kind, nside, max_angle, seed, n, rank, procs, rendezvous = args
     torch.set_num_threads(1)
     rng = np.random.default_rng(seed)
     cats = [population.draw_population(None, rng) for _ in range(n)]
@@ -83,7 +75,11 @@ def _worker(args: tuple) -> tuple[float, float, int]:
         fn = lambda c: sky.signal_map(c, nside=nside, max_angle_deg=max_angle, threads=1,  # noqa: E731
                                       compile=kind.startswith("compiled"), precision="mixed" if "mixed" in kind else "double")
     fn(cats[0])  # warm-up (compilation)
-    _BARRIER.wait()
+    # start together once every process has compiled/warmed up (a folder of marker files as the
+    # barrier: no multiprocessing semaphores to leak)
+    Path(rendezvous, f"ready-{rank}").touch()
+    while len(list(Path(rendezvous).glob("ready-*"))) < procs:
+        time.sleep(0.01)
     t0 = time.perf_counter()
     for c in cats:
         fn(c)
@@ -95,8 +91,11 @@ def _machine_throughput(kind: str, nside: int, max_angle: float, n: int, procs: 
     import multiprocessing as mp
 
     ctx = mp.get_context("spawn")
-    with ctx.Pool(procs, initializer=_init_worker, initargs=(ctx.Barrier(procs),)) as pool:
-        res = pool.map(_worker, [(kind, nside, max_angle, seed + 1000 * (i + 1), n) for i in range(procs)], chunksize=1)
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as rendezvous, ctx.Pool(procs) as pool:
+        res = pool.map(_worker, [(kind, nside, max_angle, seed + 1000 * (i + 1), n, i, procs, rendezvous)
+                                 for i in range(procs)], chunksize=1)
     wall = max(r[1] for r in res) - min(r[0] for r in res)
     total = sum(r[2] for r in res)
     return {"maps": total, "processes": procs, "wall_s": wall, "maps_per_s": total / wall, "wall_s_per_map": wall / total}
