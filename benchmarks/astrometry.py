@@ -19,9 +19,11 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import multiprocessing as mp
 import os
 import platform
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -88,11 +90,7 @@ def _worker(args: tuple) -> tuple[float, float, int]:
 
 def _machine_throughput(kind: str, nside: int, max_angle: float, n: int, procs: int, seed: int) -> dict:
     """Maps/s of ``procs`` concurrent single-threaded processes (what ``simulate --workers N`` does)."""
-    import multiprocessing as mp
-
     ctx = mp.get_context("spawn")
-    import tempfile
-
     with tempfile.TemporaryDirectory() as rendezvous, ctx.Pool(procs) as pool:
         res = pool.map(_worker, [(kind, nside, max_angle, seed + 1000 * (i + 1), n, i, procs, rendezvous)
                                  for i in range(procs)], chunksize=1)

@@ -285,40 +285,32 @@ def _geometry(table: torch.Tensor, basis: torch.Tensor, sub: torch.Tensor, pix: 
     return b_l, b_b, v_l, v_b
 
 
-def _velocity_pairs(table: torch.Tensor, basis: torch.Tensor, sub: torch.Tensor, pix: torch.Tensor):
-    """Gathers + geometry + eq. (3) far branch for all pairs: (mu_l, mu_b, mask of pairs needing care).
-
-    Pairs under the mask (x^2 < 1.1) get 0 here and are evaluated separately. Purely
-    elementwise after the gathers, so ``torch.compile`` fuses it into one loop.
-    """
-    b_l, b_b, v_l, v_b = _geometry(table, basis, sub, pix)
-    mu_l, mu_b, low = lensing.velocity_far(b_l, b_b, v_l, v_b, table[6].index_select(0, sub), table[7].index_select(0, sub))
-    return mu_l.masked_fill(low, 0.0), mu_b.masked_fill(low, 0.0), low
-
-
 #: x^2 below which the "mixed" path evaluates pairs in float64 (1 - F loses digits near x = 1 in float32)
 MIXED_CAREFUL_X2 = 4.0
 PRECISIONS = ("double", "mixed")
 
 
-def _velocity_pairs_mixed(table: torch.Tensor, basis: torch.Tensor, sub: torch.Tensor, pix: torch.Tensor):
-    """As :func:`_velocity_pairs`, but eq. (3) in float32 for pairs with x^2 >= MIXED_CAREFUL_X2.
+def _velocity_pairs(table: torch.Tensor, basis: torch.Tensor, sub: torch.Tensor, pix: torch.Tensor, mixed: bool = False):
+    """Gathers + geometry + eq. (3) far branch for all pairs: (mu_l, mu_b, mask of pairs needing care).
 
-    Geometry (gathers, impact parameters, projections) stays float64; the float32 kernel output
-    is accumulated in float64. Pairs with x^2 < 4 (the strongest, near the scale radius) go to
-    the float64 careful path. Error on ~1,200-subhalo maps: ~1e-7 of the map's maximum.
+    Pairs under the mask get 0 here and are evaluated separately in float64: x^2 < 1.1, or with
+    ``mixed`` x^2 < MIXED_CAREFUL_X2, the rest then in float32 (geometry stays float64, the
+    output is accumulated in float64; error ~1e-7 of a ~1,200-subhalo map's maximum). Purely
+    elementwise after the gathers, so ``torch.compile`` fuses it into one loop.
     """
     b_l, b_b, v_l, v_b = _geometry(table, basis, sub, pix)
-    inv = table[7].index_select(0, sub)
-    low = torch.addcmul(b_l * b_l, b_b, b_b).mul_(inv) < MIXED_CAREFUL_X2
-    f = torch.float32
-    mu_l, mu_b, _ = lensing.velocity_far(b_l.to(f), b_b.to(f), v_l.to(f), v_b.to(f),
-                                         table[6].index_select(0, sub).to(f), inv.to(f))
+    amp, inv = table[6].index_select(0, sub), table[7].index_select(0, sub)
+    if mixed:
+        low = torch.addcmul(b_l * b_l, b_b, b_b).mul_(inv) < MIXED_CAREFUL_X2
+        b_l, b_b, v_l, v_b, amp, inv = (t.to(torch.float32) for t in (b_l, b_b, v_l, v_b, amp, inv))
+    mu_l, mu_b, low_far = lensing.velocity_far(b_l, b_b, v_l, v_b, amp, inv)
+    if not mixed:
+        low = low_far
     return mu_l.to(torch.float64).masked_fill(low, 0.0), mu_b.to(torch.float64).masked_fill(low, 0.0), low
 
 
 _COMPILED: dict[tuple[str, str], Any] = {}
-_EAGER = {"runs": None, "expand": None, "velocity": None, "velocity_mixed": None}  # filled below
+_EAGER = {"runs": None, "expand": None, "velocity": None}  # filled below (functions defined above)
 
 
 def _fn(name: str, compile: bool, dev: torch.device):
@@ -362,8 +354,7 @@ def _pair_values(grid: _Grid, table: torch.Tensor, runs, quantity: str, max_pair
             continue
         sub, pix = _call("expand", compile, table.device, run_sub[sl], run_pix0[sl], run_cnt[sl], total)
         if quantity == "velocity":
-            kernel = "velocity_mixed" if precision == "mixed" else "velocity"
-            q_l, q_b, low = _call(kernel, compile, table.device, table, grid.basis, sub, pix)
+            q_l, q_b, low = _call("velocity", compile, table.device, table, grid.basis, sub, pix, precision == "mixed")
             idx = low.nonzero(as_tuple=True)[0]
             if idx.numel():
                 careful.append((sub.index_select(0, idx), pix.index_select(0, idx)))
@@ -381,7 +372,7 @@ def _pair_values(grid: _Grid, table: torch.Tensor, runs, quantity: str, max_pair
         yield (sub, pix, *_velocity_careful(grid, table, sub, pix))
 
 
-_EAGER.update(runs=disc_runs, expand=expand_runs, velocity=_velocity_pairs, velocity_mixed=_velocity_pairs_mixed)
+_EAGER.update(runs=disc_runs, expand=expand_runs, velocity=_velocity_pairs)
 
 
 def _validate(nside: int, max_angle_deg: float, quantity: str, precision: str = "double") -> None:
