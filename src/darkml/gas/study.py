@@ -141,22 +141,22 @@ def simulate(cfg: GasConfig, run: Run, workers: int | None = None, scheduler: st
     with run.stage("simulate"):
         if cfg.data.source == "mopra":
             return _load_mopra(cfg, run)
-        layout = survey_layout(cfg.sky.n_tiles, cfg.sky.l_start_deg, cfg.data.test_l_deg,
-                               cfg.sky.floor_realizations if cfg.eval.noise_floor else 0)
-        attrs = {"source": "synthetic", "seed": cfg.seed, "sky": config_to_dict(cfg.sky),
-                 "conversion": config_to_dict(cfg.conversion), "units": UNITS,
-                 "layout": [[s.sample, s.tile, s.realization] for s in layout]}
+        n_floor = cfg.sky.floor_realizations if cfg.eval.noise_floor else 0
+        layout = [[s.sample, s.tile, s.realization]
+                  for s in survey_layout(cfg.sky.n_tiles, cfg.sky.l_start_deg, cfg.data.test_l_deg, n_floor)]
+        sky, conversion = config_to_dict(cfg.sky), config_to_dict(cfg.conversion)
+        attrs = {"source": "synthetic", "seed": cfg.seed, "sky": sky, "conversion": conversion, "units": UNITS,
+                 "layout": layout}
         store = SampleStore.create(run.dataset_path, len(layout), 1,
                                    _array_specs(cfg.sky.n_rings, cfg.sky.pixels_per_tile, True), attrs=attrs,
                                    tables=["tiles"])
         todo = store.missing_chunks()
-        fn = functools.partial(_simulate_chunk, config_to_dict(cfg.sky), config_to_dict(cfg.conversion), cfg.seed,
-                               str(run.dataset_path), [[s.sample, s.tile, s.realization] for s in layout])
+        fn = functools.partial(_simulate_chunk, sky, conversion, cfg.seed, str(run.dataset_path), layout)
         run_chunks(fn, todo, workers=workers or cfg.data.workers, scheduler=scheduler, desc="simulate tiles")
         store = SampleStore.open(run.dataset_path)
         run.update_metrics({"dataset": {"n_samples": store.n_samples, "source": "synthetic",
                                         "n_survey_tiles": cfg.sky.n_tiles,
-                                        "floor_realizations": cfg.sky.floor_realizations if cfg.eval.noise_floor else 0}})
+                                        "floor_realizations": n_floor}})
         return store
 
 
@@ -214,16 +214,15 @@ def prepare(cfg: GasConfig, store: SampleStore) -> Prepared:
     tile = store.read("tile")
     l_lo_all = store.read("l_lo")
     survey = np.nonzero(real == 0)[0]
-    n_rings = store.read("co12", idx=np.array([0])).shape[1]
+    n_rings, n_px = store.arrays["co12"]["shape"][0], store.arrays["co12"]["shape"][-1]
     rc = ring_centres(cfg.sky.ring_edges_kpc, cfg.sky.r_gas_max_kpc)
     l_lo = {int(tile[s]): float(l_lo_all[s]) for s in survey}
 
     def planes_of(samples: np.ndarray) -> PatchPlanes:
         if samples.size == 0:
-            n = store.read("co12", idx=np.array([0])).shape[-1]
-            z = np.zeros((0, n, n), np.float32)
+            z = np.zeros((0, n_px, n_px), np.float32)
             return PatchPlanes(z, z, z, np.zeros(0, int), np.zeros(0, int), np.zeros(0, np.float32), z)
-        co12 = store.read("co12", idx=samples).reshape(-1, *store.arrays["co12"]["shape"][1:])
+        co12 = store.read("co12", idx=samples).reshape(-1, n_px, n_px)
         co13 = store.read("co13", idx=samples).reshape(co12.shape)
         n13 = store.read("noise13", idx=samples).reshape(co12.shape)
         src, tgt, thr = preprocess(co12, co13, n13, cfg.prep.smooth_sigma_px, cfg.prep.mask_nsigma)
@@ -276,12 +275,6 @@ def _device(name: str) -> str:
     return name
 
 
-def _accelerator(name: str) -> str:
-    if name == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    return name
-
-
 def _cnn_module(cfg: GasConfig, loss: str, window: int, filters: int, lr: float, max_weight: float, epochs: int):
     model = PatchCNN(window=window, filters=filters, hidden=tuple(cfg.cnn.hidden), dropout=cfg.cnn.dropout,
                      ring_feature=cfg.cnn.ring_feature, positive=(loss == "poisson"))
@@ -307,7 +300,7 @@ def _train_cnn(cfg: GasConfig, prep: Prepared, run: Run, loss: str, ckpt: Path, 
                       cfg.cnn.num_workers)
     vl = patch_loader(PatchDataset(val, window, _val_subset(val, 200_000, cfg.seed)), cfg.cnn.batch_size, False)
     res = fit(module, tl, vl, ckpt, max_epochs=epochs, patience=cfg.cnn.patience, devices=devices,
-              accelerator=_accelerator(accelerator or cfg.cnn.accelerator), log_dir=run.logs, tag=tag, seed=cfg.seed,
+              accelerator=accelerator or cfg.cnn.accelerator, log_dir=run.logs, tag=tag, seed=cfg.seed,
               precision="32-true")
     load_best(module, res.best_path)
     return module, res
@@ -377,7 +370,7 @@ def train(cfg: GasConfig, run: Run, devices: Any = "auto", accelerator: str | No
                                    "train_patches_per_s_median": float(np.median(thr)) if thr else None,
                                    "seconds_this_call": time.perf_counter() - t0,
                                    "val_curve": [h.get("val_loss") for h in res.history]}
-        run.update_metrics({"train": nan_to_none(out)})
+        run.update_metrics({"train": out})
     return out
 
 
