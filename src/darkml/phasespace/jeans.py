@@ -98,8 +98,7 @@ def binned_moments(x: np.ndarray, v: np.ndarray, R_edges: np.ndarray, z_edges: n
 
 
 def _basis(dR: np.ndarray, dz: np.ndarray, degree: int) -> np.ndarray:
-    cols = [dR**i * dz**j for i in range(degree + 1) for j in range(degree + 1 - i)]
-    return np.stack(cols, -1)
+    return np.stack([dR**i * dz**j for i, j in _powers(degree)], -1)
 
 
 def _powers(degree: int) -> list[tuple[int, int]]:

@@ -36,6 +36,7 @@ import torch
 from scipy.interpolate import CubicSpline
 
 from ..physics import constants as const
+from ..physics import nfw
 
 log = logging.getLogger(__name__)
 
@@ -229,8 +230,7 @@ class MilkyWay2014:
                 * torch.special.gammainc(torch.tensor(s, dtype=r.dtype, device=r.device), (r / self.rc) ** 2))
 
     def _nfw_mass(self, r: torch.Tensor, rho0: float) -> torch.Tensor:
-        y = r / self.ha
-        return 4 * math.pi * rho0 * self.ha**3 * (torch.log1p(y) - y / (1 + y))
+        return nfw.enclosed_mass_3d(r, rho0, self.ha)
 
     def _bulge_potential(self, r: torch.Tensor) -> torch.Tensor:
         s2 = (2.0 - self.alpha) / 2.0
@@ -265,8 +265,7 @@ class MilkyWay2014:
         r = torch.sqrt(R**2 + z**2)
         zeta = torch.sqrt(z**2 + self.db**2)
         bulge = self.rho_b * r ** (-self.alpha) * torch.exp(-((r / self.rc) ** 2))
-        y = r / self.ha
-        halo = self.rho_h / (y * (1 + y) ** 2)
+        halo = nfw.nfw_density(r, self.rho_h, self.ha)
         num = self.da * R**2 + (self.da + 3 * zeta) * (self.da + zeta) ** 2
         den = (R**2 + (self.da + zeta) ** 2) ** 2.5 * zeta**3
         disc = self.db**2 * self.M_d / (4 * math.pi) * num / den

@@ -47,6 +47,7 @@ STUDY = "phasespace"
 PRESETS_DIR = Path(__file__).parent / "presets"
 ACC_UNIT = const.KPC_PER_GYR2_PER_KMS2_PER_KPC  # (km/s)^2/kpc -> kpc/Gyr^2
 RHO_UNIT = 1e7  # densities reported in 1e7 Msun/kpc^3
+_COLORS = {"original": "C0", "smeared": "C1", "reperturbed": "C2"}  # per dataset, in every figure
 
 __all__ = [
     "PhaseSpaceConfig", "load", "simulate", "train", "evaluate", "report", "run_all", "dataset_names", "load_stars",
@@ -433,6 +434,8 @@ def train(cfg: PhaseSpaceConfig, run: Run, datasets: list[str] | None = None) ->
     summary: dict[str, Any] = {}
     for name in datasets or dataset_names(cfg):
         x, v = load_stars(run, cfg, name)
+        if name == "original":
+            x_orig, v_orig = x, v
         need = cfg.required_stars()
         if len(x) * (1 - cfg.train.val_fraction) < need:
             raise ConfigError(f"{name}: {len(x)} stars is too few for the requested flows (need {need} training stars)")
@@ -444,17 +447,17 @@ def train(cfg: PhaseSpaceConfig, run: Run, datasets: list[str] | None = None) ->
                                                          "best_path": str(r.best_path)} for r in res],
                          "wall_s": time.perf_counter() - t0}
     if cfg.catalogue.path is None and "original" in out:
-        summary["original"]["kl_to_truth"] = _kl_to_truth(cfg, run, out["original"])
+        summary["original"]["kl_to_truth"] = _kl_to_truth(cfg, x_orig, v_orig, out["original"])
     run.update_metrics({"train": summary, "flow_parameters": n_flow_parameters(cfg.flow)})
     return out
 
 
-def _kl_to_truth(cfg: PhaseSpaceConfig, run: Run, results) -> list[float]:
-    """KL(f_true ‖ f_flow) per member on its validation stars: ⟨log f_true − log f_flow⟩ [nats]."""
+def _kl_to_truth(cfg: PhaseSpaceConfig, x: np.ndarray, v: np.ndarray, results) -> list[float]:
+    """KL(f_true ‖ f_flow) per member on its validation stars (x, v: the original dataset):
+    ⟨log f_true − log f_flow⟩ [nats]."""
     if cfg.mock.model != "milkyway":
         return []
     _, df = truth_model(cfg)
-    x, v = load_stars(run, cfg, "original")
     out = []
     for k, r in enumerate(results):
         _, va = flows.member_split(len(x), k, cfg.seed, cfg.train.val_fraction, cfg.train.bootstrap)
@@ -758,7 +761,6 @@ def _figures(cfg: PhaseSpaceConfig, A: dict[str, np.ndarray]):
     names = dataset_names(cfg)
     n = len(A["tx"])
     sl = {"x": slice(1, 1 + n), "z": slice(1 + n, 1 + 2 * n)}
-    colors = {"original": "C0", "smeared": "C1", "reperturbed": "C2"}
     for axis in ("x", "z"):
         t = A["t" + axis]
         fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -768,7 +770,7 @@ def _figures(cfg: PhaseSpaceConfig, A: dict[str, np.ndarray]):
             for name in names:
                 mu = A[f"{name}_acc"][sl[axis], j] * ACC_UNIT
                 sd = np.nan_to_num(A[f"{name}_acc_stat"][sl[axis], j]) * ACC_UNIT
-                ax.errorbar(t, mu, sd, fmt="o", ms=3, color=colors[name], label=f"flows: {name}", capsize=2)
+                ax.errorbar(t, mu, sd, fmt="o", ms=3, color=_COLORS[name], label=f"flows: {name}", capsize=2)
             _clip_to(ax, ([A["true_acc"][sl[axis], j] * ACC_UNIT] if "true_acc" in A else [])
                      + [A[f"{name}_acc"][sl[axis], j] * ACC_UNIT for name in names])
             if "jeans_original_acc" in A:
@@ -796,7 +798,7 @@ def _figures(cfg: PhaseSpaceConfig, A: dict[str, np.ndarray]):
             for name in names:
                 if f"{name}_rho_{axis}" in A:
                     ax.errorbar(t, A[f"{name}_rho_{axis}"] / RHO_UNIT, np.nan_to_num(A[f"{name}_rho_{axis}_stat"]) / RHO_UNIT, fmt="o", ms=3,
-                                color=colors[name], label=f"flows: {name} (smoothed)", capsize=2)
+                                color=_COLORS[name], label=f"flows: {name} (smoothed)", capsize=2)
             _clip_to(ax, ([A["true_rho_smoothed"][dsl[axis]] / RHO_UNIT, A["true_rho_point"][dsl[axis]] / RHO_UNIT]
                           if "true_rho_smoothed" in A else []) + [A[f"{n}_rho_{axis}"] / RHO_UNIT for n in names if f"{n}_rho_{axis}" in A])
             if "jeans_original_rho" in A:
@@ -826,7 +828,7 @@ def _training_figure(run: Run, cfg: PhaseSpaceConfig):
             vl = [r["val_loss"] for r in h if "val_loss" in r]
             if ep:
                 any_curve = True
-                ax.plot(ep, vl, color={"original": "C0", "smeared": "C1", "reperturbed": "C2"}[name], alpha=0.7,
+                ax.plot(ep, vl, color=_COLORS[name], alpha=0.7,
                         label=name if k == 0 else None)
     ax.set_xlabel("epoch")
     ax.set_ylabel("validation −⟨log f⟩")
