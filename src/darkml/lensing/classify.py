@@ -669,38 +669,36 @@ def _fig_efficiency(cfg: BenchmarkConfig, eff: dict[str, Any]):
     return fig
 
 
+def _metric_cells(cfg: BenchmarkConfig, res: dict[str, Any]) -> dict[str, Any]:
+    """Table cells of one scored prediction: accuracy [%] and macro AUC, or RMSE / MSE / MAE."""
+    if cfg.task == "classify":
+        return {"accuracy [%]": {k: 100 * res["accuracy"][k] for k in ("value", "lo", "hi")},
+                "macro AUC": res["macro_auc"]}
+    return {k.upper(): res[k] for k in ("rmse", "mse", "mae")}
+
+
 def _tables(cfg: BenchmarkConfig, bench: dict[str, Any]) -> tuple[list[dict], list[dict]]:
     main, speed = [], []
     for dataset, per_model in bench.get("test", {}).items():
         ref = bench.get("reference", {}).get(dataset)
         if ref and cfg.task == "regress":
             main.append({"dataset": _label(dataset), "model": "training-set mean (no learning)",
-                         **{k.upper(): ref[k] for k in ("rmse", "mse", "mae")}})
+                         **_metric_cells(cfg, ref)})
         for model, res in per_model.items():
             tr = bench.get("training", {}).get(dataset, {}).get(model, {})
-            row: dict[str, Any] = {"dataset": _label(dataset), "model": DESCRIPTIONS[model]}
+            row: dict[str, Any] = {"dataset": _label(dataset), "model": DESCRIPTIONS[model], **_metric_cells(cfg, res)}
             if cfg.task == "classify":
-                row["accuracy [%]"] = {k: 100 * res["accuracy"][k] for k in ("value", "lo", "hi")}
-                row["macro AUC"] = res["macro_auc"]
                 paper = PAPER_TABLE1.get((dataset, model))
                 row["paper accuracy [%]"] = f"{paper[0]:.2f}" if paper else "–"
                 row["paper AUC"] = f"{paper[1]:.5f}" if paper else "–"
             else:
-                for k in ("rmse", "mse", "mae"):
-                    row[k.upper()] = res[k]
                 paper = PAPER_TABLE2.get((dataset, model))
                 row["paper RMSE / MSE / MAE"] = (f"{paper[0]:.5f} / {paper[1]:.2e} / {paper[2]:.5f}" if paper else "–")
             main.append(row)
             tta = bench.get("tta", {}).get(dataset, {}).get(model)
             if tta:
-                trow: dict[str, Any] = {"dataset": _label(dataset), "model": f"{DESCRIPTIONS[model]} + {cfg.eval.tta.upper()} TTA"}
-                if cfg.task == "classify":
-                    trow["accuracy [%]"] = {k: 100 * tta["accuracy"][k] for k in ("value", "lo", "hi")}
-                    trow["macro AUC"] = tta["macro_auc"]
-                else:
-                    for k in ("rmse", "mse", "mae"):
-                        trow[k.upper()] = tta[k]
-                main.append(trow)
+                main.append({"dataset": _label(dataset), "model": f"{DESCRIPTIONS[model]} + {cfg.eval.tta.upper()} TTA",
+                             **_metric_cells(cfg, tta)})
             speed.append({"dataset": _label(dataset), "model": DESCRIPTIONS[model],
                           "parameters": f"{tr.get('params', 0):,}",
                           "epochs": tr.get("epochs", "–"),
@@ -730,7 +728,8 @@ def report(cfg: BenchmarkConfig, run: Run) -> Path:
     matplotlib.use("Agg")
     from ..report import Report, fmt_ci
 
-    bench = run.metrics().get("benchmark", {})
+    saved = run.metrics()
+    bench = saved.get("benchmark", {})
     rep = Report(f"Strong lensing — ResNet50 vs equivariant networks ({cfg.task})",
                  subtitle=f"preset {cfg.preset}, models {', '.join(cfg.models)}")
     dev = "GPU " + torch.cuda.get_device_name(0) if torch.cuda.is_available() and cfg.train.accelerator != "cpu" else "CPU"
@@ -790,7 +789,7 @@ def report(cfg: BenchmarkConfig, run: Run) -> Path:
         rep.add_heading("Data efficiency")
         rep.add_figure(_fig_efficiency(cfg, eff), "Test metric vs number of training images.", name="data-efficiency",
                        figures_dir=run.figures)
-    rep.add_timings(run.metrics().get("timings_s", {}))
+    rep.add_timings(saved.get("timings_s", {}))
     rep.add_config(cfg)
     return rep.write(run.report_path)
 
