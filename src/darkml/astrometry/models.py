@@ -29,6 +29,8 @@ import torch
 from torch import nn
 from torchvision import models as tvm
 
+from ..learn.modules import count_parameters
+
 __all__ = ["MODELS", "build_model", "resnet18", "vgg11", "alexnet"]
 
 
@@ -78,10 +80,6 @@ def build_model(name: str, in_channels: int = 2, num_classes: int = 2) -> nn.Mod
     if in_channels < 1 or num_classes < 2:
         raise ValueError(f"in_channels = {in_channels}, num_classes = {num_classes}: need in_channels >= 1 and num_classes >= 2")
     return MODELS[name](in_channels=in_channels, num_classes=num_classes)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
 
 
 if __name__ == "__main__":  # pragma: no cover - quick shape check

@@ -5,7 +5,7 @@ checkpoints, resume, logging, AMP and DDP lives here.
 """
 
 from .data import ArrayDataset, make_loader, split_indices
-from .modules import ClassifierModule, RegressorModule
+from .modules import ClassifierModule, RegressorModule, count_parameters
 from .train import FitResult, fit, load_best, predict
 
 __all__ = [
@@ -14,6 +14,7 @@ __all__ = [
     "split_indices",
     "ClassifierModule",
     "RegressorModule",
+    "count_parameters",
     "FitResult",
     "fit",
     "load_best",

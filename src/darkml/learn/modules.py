@@ -174,3 +174,8 @@ class RegressorModule(_Supervised):
         pred = self.transform_output(out).numpy()
         yy = y.float().numpy().reshape(pred.shape)
         return {"val_rmse": metrics.rmse(yy, pred), "val_mae": metrics.mae(yy, pred)}
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of trainable parameters (``requires_grad``) of ``model``."""
+    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))

@@ -22,6 +22,7 @@ from typing import Any, Callable
 
 from torch import nn
 
+from ..learn.modules import count_parameters  # noqa: F401 (re-exported)
 from . import equivariant
 
 __all__ = ["MODELS", "DESCRIPTIONS", "EQUIVARIANT", "build_model", "resnet18", "resnet50", "count_parameters"]
@@ -88,6 +89,3 @@ def build_model(name: str, in_channels: int = 1, num_outputs: int = 3, **kwargs:
             raise ValueError(f"model {name!r}: bad option ({exc})") from None
 
 
-def count_parameters(model: nn.Module) -> int:
-    """Number of trainable parameters."""
-    return int(sum(p.numel() for p in model.parameters() if p.requires_grad))

@@ -30,6 +30,8 @@ import torch
 import zuko
 from torch import nn
 
+from ..learn.modules import count_parameters  # noqa: F401 (re-exported)
+
 log = logging.getLogger(__name__)
 
 __all__ = [
@@ -191,10 +193,6 @@ class PhaseSpaceFlow(nn.Module):
         """Positions from ν (kpc)."""
         z = self.pos().sample((n,))
         return self.pre.inverse(z)
-
-
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters() if p.requires_grad)
 
 
 def log_f_and_grads(model: Callable[[torch.Tensor, torch.Tensor], torch.Tensor], x: torch.Tensor, v: torch.Tensor,
