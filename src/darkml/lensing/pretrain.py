@@ -22,6 +22,7 @@ evaluated model a ``result.json``; a re-run skips finished pieces.
 from __future__ import annotations
 
 import copy
+import io
 import json
 import logging
 import math
@@ -39,7 +40,7 @@ from darkml.learn import ArrayDataset, ClassifierModule, RegressorModule, fit, l
 from darkml.runs import Run, atomic_write_json, atomic_write_bytes
 
 from .ssl import (ENCODERS, METHOD_LABELS, METHODS, FineTuneModel, ViewAugment, build_encoder, build_method,
-                  default_views, extract_features)
+                  default_views, embedding_std, extract_features)
 
 log = logging.getLogger(__name__)
 
@@ -435,7 +436,7 @@ def pretrain_encoder(cfg: SSLConfig, method: str, encoder_name: str, images: np.
         module = build_method(method, encoder, views=_views(cfg, method),
                               momentum=p.dino_momentum if method == "dino" else p.byol_momentum, **_method_options(cfg))
     collapse_init = _collapse(module, val_images)
-    train = _loader(images, batch_size=p.batch_size, shuffle=True, seed=cfg.seed, drop_last=len(images) > p.batch_size)
+    train = _loader(images, batch_size=p.batch_size, shuffle=True, seed=cfg.seed)
     val = _loader(val_images, batch_size=p.batch_size, shuffle=False, seed=cfg.seed,
                   drop_last=len(val_images) > p.batch_size and len(val_images) % p.batch_size == 1)
     tag = "-".join(out_dir.parts[-3:])
@@ -459,9 +460,7 @@ def pretrain_encoder(cfg: SSLConfig, method: str, encoder_name: str, images: np.
         if any("train_images_per_s" in h for h in hist) else None,
         "history": [{k: h.get(k) for k in ("epoch", "train_loss", "val_loss", "embed_std", "val_embed_std")} for h in hist],
     }
-    buf = __import__("io").BytesIO()
-    torch.save(state, buf)
-    atomic_write_bytes(enc_path, buf.getvalue())
+    _save_torch(enc_path, state)
     atomic_write_json(info_path, info)
     _drop_checkpoints(out_dir / "ckpt")
     return encoder, info
@@ -469,8 +468,6 @@ def pretrain_encoder(cfg: SSLConfig, method: str, encoder_name: str, images: np.
 
 def _collapse(module, images: np.ndarray, n: int = 512) -> tuple[float, float]:
     """Collapse indices (representation, projector output) on up to ``n`` clean images, eval mode."""
-    from .ssl import embedding_std
-
     dev = next(module.parameters()).device
     was = module.training
     module.eval()
@@ -482,6 +479,12 @@ def _collapse(module, images: np.ndarray, n: int = 512) -> tuple[float, float]:
         zs.append(z.float().cpu())
     module.train(was)
     return embedding_std(torch.cat(hs)), embedding_std(torch.cat(zs))
+
+
+def _save_torch(path: Path, obj: Any) -> None:
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _drop_checkpoints(ckpt_dir: Path) -> None:
@@ -528,17 +531,14 @@ def finetune(cfg: SSLConfig, encoder: torch.nn.Module, task: Literal["classify",
     e = cfg.eval
     result: dict[str, Any] = {"task": task, "n_train": int(len(train)), "n_val": int(len(val)), "epochs": int(res.epochs) + 1}
     if task == "classify":
-        result["macro_auc"] = metrics.bootstrap_ci(metrics.macro_auc_ovr, test.labels, out, n_boot=e.n_boot, level=e.level, seed=cfg.seed)
-        result["accuracy"] = metrics.bootstrap_ci(lambda a, b: metrics.accuracy(a, b.argmax(1)), test.labels, out,
-                                                  n_boot=e.n_boot, level=e.level, seed=cfg.seed)
+        mc = metrics.multiclass_report(test.labels, out, n_boot=e.n_boot, level=e.level, seed=cfg.seed)
+        result["macro_auc"], result["accuracy"] = mc["macro_auc"], mc["accuracy"]
         np.savez_compressed(out_dir / "predictions.npz", probs=out.astype(np.float32), labels=test.labels)
     else:
         result.update(metrics.regression_metrics(test.log10_m, out, n_boot=e.n_boot, level=e.level, seed=cfg.seed))
         np.savez_compressed(out_dir / "predictions.npz", pred=out.astype(np.float32), true=test.log10_m)
     if f.keep_weights:
-        buf = __import__("io").BytesIO()
-        torch.save(model.state_dict(), buf)
-        atomic_write_bytes(out_dir / "model.pt", buf.getvalue())
+        _save_torch(out_dir / "model.pt", model.state_dict())
     atomic_write_json(res_path, result)
     _drop_checkpoints(out_dir / "ckpt")
     return result
@@ -681,10 +681,16 @@ def _paper_cell(inst: str, method: str, enc: str) -> tuple[str, str]:
     return (f"{v[0]:.3f}", f"{v[1]:.3f}") if v else ("–", "–")
 
 
+def _ordered_instruments(cfg: SSLConfig) -> list[str]:
+    """The datasets with Model A (hst) and Model B (euclid) first, as in the paper."""
+    return ([i for i in ("hst", "euclid") if i in cfg.data.instruments]
+            + [i for i in cfg.data.instruments if i not in ("hst", "euclid")])
+
+
 def _fig_mass(cfg: SSLConfig, run: Run):
     import matplotlib.pyplot as plt
 
-    insts = [i for i in ("hst", "euclid") if i in cfg.data.instruments] + [i for i in cfg.data.instruments if i not in ("hst", "euclid")]
+    insts = _ordered_instruments(cfg)
     nr, nc = len(cfg.encoders), len(insts)
     fig, axes = plt.subplots(nr, nc, figsize=(4.6 * nc, 4.2 * nr), squeeze=False)
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
@@ -789,6 +795,20 @@ def _fig_pretrain(cfg: SSLConfig, res: dict):
     return fig
 
 
+def _init_rows(cfg: SSLConfig, res: dict, key: str, init_col: str, random_label: str, cells) -> list[dict]:
+    """One table row per (dataset, encoder, initialisation) holding a ``key`` result:
+    dataset, encoder, the initialisation under ``init_col``, then ``cells(result)``."""
+    rows = []
+    for inst in cfg.data.instruments:
+        for enc in cfg.encoders:
+            for init in ["supervised", *cfg.methods]:
+                r = _get(res, inst, enc, init, key)
+                if r:
+                    rows.append({"dataset": _ds_label(inst), "encoder": enc,
+                                 init_col: random_label if init == "supervised" else METHOD_LABELS[init], **cells(r)})
+    return rows
+
+
 def write_report(run: Run, cfg: SSLConfig | None = None) -> Path:
     """Tables 1 and 2, Fig. 2, label efficiency, linear probes, pre-training diagnostics."""
     from darkml.report import Report, fmt_ci
@@ -819,8 +839,7 @@ def write_report(run: Run, cfg: SSLConfig | None = None) -> Path:
         parts = [f"{k}% labels: {v['count']} of {v['of']}" for k, v in summ.items()]
         rep.add_text("<p><b>SSL + fine-tuning ≥ supervised (macro AUC)</b> in " + "; ".join(parts)
                      + " (dataset, encoder, method) combinations. The paper: 13 of 14 (one tie).</p>")
-    for t, inst in enumerate([i for i in ("hst", "euclid") if i in cfg.data.instruments]
-                             + [i for i in cfg.data.instruments if i not in ("hst", "euclid")], start=1):
+    for t, inst in enumerate(_ordered_instruments(cfg), start=1):
         rows = []
         for meth in cfg.methods:
             for enc in cfg.encoders:
@@ -843,15 +862,8 @@ def write_report(run: Run, cfg: SSLConfig | None = None) -> Path:
                         "baseline.", name="fig2-mass", figures_dir=run.figures)
     if not ok:
         rep.add_note("No regression predictions yet.")
-    rows = []
-    for inst in cfg.data.instruments:
-        for enc in cfg.encoders:
-            for init in ["supervised", *cfg.methods]:
-                r = _get(res, inst, enc, init, "regress")
-                if r:
-                    rows.append({"dataset": _ds_label(inst), "encoder": enc,
-                                 "initialisation": "random (supervised)" if init == "supervised" else METHOD_LABELS[init],
-                                 "RMSE [dex]": r["rmse"], "MAE [dex]": r["mae"], "n_train": r["n_train"]})
+    rows = _init_rows(cfg, res, "regress", "initialisation", "random (supervised)",
+                      lambda r: {"RMSE [dex]": r["rmse"], "MAE [dex]": r["mae"], "n_train": r["n_train"]})
     rep.add_table(rows, "Axion-mass regression on the test axion images (log10 m_a; the prior spans 2 dex, "
                         "so predicting its mean gives RMSE ≈ 0.58 dex)")
     rep.add_heading("Label efficiency (beyond the paper)")
@@ -869,15 +881,8 @@ def write_report(run: Run, cfg: SSLConfig | None = None) -> Path:
     rep.add_table(rows, "Macro AUC by fraction of training labels")
     if cfg.finetune.linear_probe:
         rep.add_heading("Linear probes of the frozen encoders (beyond the paper)")
-        rows = []
-        for inst in cfg.data.instruments:
-            for enc in cfg.encoders:
-                for init in ["supervised", *cfg.methods]:
-                    p = _get(res, inst, enc, init, "probe")
-                    if p:
-                        rows.append({"dataset": _ds_label(inst), "encoder": enc,
-                                     "encoder weights": "random init" if init == "supervised" else METHOD_LABELS[init],
-                                     "macro AUC": p["macro_auc"], "RMSE log10 m_a [dex]": p.get("rmse", "–")})
+        rows = _init_rows(cfg, res, "probe", "encoder weights", "random init",
+                          lambda p: {"macro AUC": p["macro_auc"], "RMSE log10 m_a [dex]": p.get("rmse", "–")})
         rep.add_table(rows, "Logistic regression (classes) and ridge regression (axion mass) on frozen features; "
                             "'random init' probes the untrained encoder")
     rep.add_heading("Pre-training diagnostics")

@@ -743,7 +743,7 @@ def build_method(name: str, encoder: nn.Module, views: ViewAugment | None = None
         if klass in (SSLModule, SimCLR, BYOL, SimSiam, DINO):
             accepted |= set(inspect.signature(klass.__init__).parameters)
     kw = {k: v for k, v in kw.items() if k in accepted}
-    return cls(encoder, views=views or default_views(name), **fixed, **kw)
+    return cls(encoder, views=views, **fixed, **kw)  # each method defaults to default_views(name)
 
 
 @torch.no_grad()
@@ -754,7 +754,7 @@ def extract_features(encoder: nn.Module, images: np.ndarray | Tensor, batch_size
         device = "cuda" if torch.cuda.is_available() else "cpu"
     was = encoder.training
     enc = encoder.to(device).eval()
-    x = torch.as_tensor(np.asarray(images) if not isinstance(images, Tensor) else images)
+    x = torch.as_tensor(images)
     out = []
     for i in range(0, len(x), batch_size):
         out.append(enc(x[i : i + batch_size].to(device, torch.float32)).float().cpu())
