@@ -31,15 +31,11 @@ from darkml.lensing.simulate import observe
 from darkml.lensing.study import load_sim_config
 
 
-def _rate(fn, n: int, repeats: int = 1) -> tuple[float, float]:
-    """(images per wall-clock second, images per CPU second of this process), best of repeats."""
-    wall = cpu = float("inf")
-    for _ in range(repeats):
-        t0, c0 = time.perf_counter(), time.process_time()
-        fn()
-        wall = min(wall, time.perf_counter() - t0)
-        cpu = min(cpu, time.process_time() - c0)
-    return n / wall, n / cpu
+def _timed(fn) -> tuple[float, float]:
+    """(wall-clock seconds, CPU seconds of this process) of one call."""
+    t0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - t0, time.process_time() - c0
 
 
 def main(argv=None) -> dict:
@@ -53,7 +49,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--batch-cpu-compiled", type=int, default=64, help="torch compiled CPU batch")
     ap.add_argument("--batch-cuda", type=int, default=512)
     ap.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    ap.add_argument("--repeats", type=int, default=2, help="best of this many timed runs")
+    ap.add_argument("--repeats", type=int, default=3, help="interleaved timing rounds (median reported)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile variants")
     ap.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "lensing.json")
     args = ap.parse_args(argv)
@@ -77,31 +73,46 @@ def main(argv=None) -> dict:
             rec = draw_records(cfg, rng, np.full(n_max, label))
             lt_rec = rec.subset(np.arange(args.n_lenstronomy))
             observe(lt_rec.subset([0]), cfg, "lenstronomy")  # imports / warm-up
-            lt, lt_cpu = _rate(lambda: observe(lt_rec, cfg, "lenstronomy"), args.n_lenstronomy, args.repeats)
-            row = {"preset": preset, "class": CLASS_NAMES[label], "lenstronomy": lt, "lenstronomy_per_cpu_s": lt_cpu}
+            row = {"preset": preset, "class": CLASS_NAMES[label]}
+            runs = {"lenstronomy": (lambda: observe(lt_rec, cfg, "lenstronomy"), args.n_lenstronomy)}
             for name, dev, comp, bs, n in variants:
                 r = rec.subset(np.arange(n))
                 kw = dict(device=dev, batch_size=bs, compile=comp)
                 t0 = time.perf_counter()
-                observe(r.subset(np.arange(min(bs, n))), cfg, "torch", **kw)  # warm-up / compile
+                observe(r, cfg, "torch", **kw)  # warm-up: compiles every kernel shape the timed runs use
                 if dev == "cuda":
                     torch.cuda.synchronize()
                 row[f"{name}_warmup_s"] = time.perf_counter() - t0
-                row[name], row[f"{name}_per_cpu_s"] = _rate(lambda: observe(r, cfg, "torch", **kw), n, args.repeats)
+                runs[name] = ((lambda r=r, kw=kw: observe(r, cfg, "torch", **kw)), n)
+            # interleaved repeats: every backend is timed once per round, so a change in the
+            # machine's speed between rounds affects the per-round ratios equally
+            t = {k: [] for k in runs}
+            for _ in range(args.repeats):
+                for k, (fn, n) in runs.items():
+                    t[k].append(_timed(fn))
+            for k, (fn, n) in runs.items():
+                wall, cpu = np.array(t[k]).T
+                row[k], row[f"{k}_per_cpu_s"] = n / float(np.median(wall)), n / float(np.median(cpu))
+                if k != "lenstronomy":
+                    lt_wall = np.array(t["lenstronomy"])[:, 0]
+                    ratios = (n / wall) / (args.n_lenstronomy / lt_wall)
+                    row[f"{k}_speedup_rounds"] = [round(float(x), 2) for x in ratios]
             rows.append(row)
             print(json.dumps({k: (round(v, 2) if isinstance(v, float) else v) for k, v in row.items()}), flush=True)
 
     names = [v[0] for v in variants]
     head = f"{'preset':8s} {'class':16s} {'lenstronomy':>12s} " + " ".join(f"{n:>20s}" for n in names) + "   speed-up"
-    print("\nimages per wall-clock second (best of %d); speed-up = fastest CPU torch / lenstronomy;"
-          " per-CPU-second speed-up (robust to other load) in brackets" % args.repeats)
+    print("\nimages per wall-clock second (median of %d interleaved rounds); speed-up = fastest CPU torch /"
+          " lenstronomy; per-CPU-second speed-up (robust to other load) in brackets" % args.repeats)
     print(head)
     for r in rows:
         cpu_best = max(r[n] for n in names if "cpu" in n)
         per_cpu = max(r[f"{n}_per_cpu_s"] for n in names if "cpu" in n) / r["lenstronomy_per_cpu_s"]
         r["speedup_wall"], r["speedup_per_cpu_s"] = cpu_best / r["lenstronomy"], per_cpu
+        fastest = max((n for n in names if "cpu" in n), key=lambda n: r[n])
+        rounds = r[f"{fastest}_speedup_rounds"]
         print(f"{r['preset']:8s} {r['class']:16s} {r['lenstronomy']:12.1f} " + " ".join(f"{r[n]:20.1f}" for n in names)
-              + f"   {r['speedup_wall']:6.1f}x  [{per_cpu:.1f}x]")
+              + f"   {r['speedup_wall']:6.1f}x  [{per_cpu:.1f}x]  rounds {min(rounds):.1f}-{max(rounds):.1f}x")
     result = {
         "rows": rows,
         "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),

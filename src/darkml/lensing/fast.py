@@ -6,9 +6,9 @@ same conventions, vectorised over a batch of lens systems, on CPU or CUDA:
 * deflections [arcsec]: lenstronomy's SIE (the NIE of Keeton & Kochanek with a 1e-10″ core,
   θ_E in the product-average convention, q capped at 0.99999999), external shear about the
   origin, point masses α = θ_E² (x − x_i)/|x − x_i|². The point masses of a batch are padded
-  to a common count (zero-mass points far away) and summed in blocks of ``PM_BLOCK``, so memory
-  does not grow with the number of subhalos; systems are sorted by point-mass count first so
-  that padding is small;
+  to the batch's largest count (zero-mass points far away) and summed in blocks of at most
+  ``PM_BLOCK`` (the last block as wide as what remains), so memory does not grow with the
+  number of subhalos; systems are sorted by point-mass count first so that padding is small;
 * source: elliptical Sérsic I = amp exp(−b_n((R/R_s)^{1/n} − 1)) with lenstronomy's b_n and
   product-average radius R (floored at 1e-4″);
 * rays at ``supersampling``² sub-pixel centres, averaged to pixels, times the pixel area
@@ -18,9 +18,10 @@ same conventions, vectorised over a batch of lens systems, on CPU or CUDA:
 
 Per-image geometry (axis ratio, rotation, b_n …) is computed in float64 numpy; the ray
 arithmetic runs in ``dtype`` (float32 by default: agreement with lenstronomy ~1e-6 of the
-peak; float64 agrees to round-off). ``compile=True`` wraps the three kernels in
-``torch.compile`` (several times faster on CPU after a one-off compilation of ~20–60 s, cached
-on disk by torch; falls back to eager with a warning if compilation is unavailable).
+peak; float64 agrees to round-off). ``compile=True`` wraps the kernels in ``torch.compile``
+(several times faster on CPU after a one-off compilation of ~20–60 s, cached on disk by torch;
+falls back to eager with a warning if compilation is unavailable); compiled float32 kernels
+evaluate atan, atanh, exp and log with the fused polynomials of :mod:`.fastmath`.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import fastmath
 from .params import (
     LensingSimConfig,
     Records,
@@ -48,9 +50,10 @@ log = logging.getLogger(__name__)
 
 __all__ = ["render_torch", "add_noise_torch", "simulate_torch", "resolve_device"]
 
-#: point masses handled per block in the deflection sum (remainders in blocks of 4, 2, 1)
+#: point masses per block of the deflection sum (the last block of a batch holds the rest)
 PM_BLOCK = 8
 _SIE_CORE = 1e-10  # arcsec, lenstronomy's SIE s_scale
+_LOG2E = 1.4426950408889634
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -82,8 +85,12 @@ def _macro_deflection(gx, gy, cx, cy, cos, sin, q, b, s, eps, g1, g2):
     xr = cos * x_ + sin * y_
     yr = cos * y_ - sin * x_
     psi = torch.sqrt(q * q * (s * s + xr * xr) + yr * yr)
-    fxr = b * torch.atan(eps * xr / (psi + s))
-    fyr = b * torch.atanh(eps * yr / (psi + q * q * s))
+    if fastmath.use_fast_math(gx):
+        fxr = b * fastmath.atan_ratio(eps * xr, psi + s)
+        fyr = b * fastmath.atanh_ratio(eps * yr, psi + q * q * s)
+    else:
+        fxr = b * torch.atan(eps * xr / (psi + s))
+        fyr = b * torch.atanh(eps * yr / (psi + q * q * s))
     bx = gx - (cos * fxr - sin * fyr + g1 * gx + g2 * gy)
     by = gy - (sin * fxr + cos * fyr + g2 * gx - g1 * gy)
     return bx, by
@@ -113,9 +120,11 @@ def _point_mass_block_inplace(bx, by, gx, gy, px, py, te2):
     return bx, by
 
 
-def _source_psf(bx, by, sx, sy, c11, c12, c22, amp, rs2, bn, half_inv_n, k1d, n_sub: int, s: int, area: float):
+def _source_psf(bx, by, sx, sy, c11, c12, c22, amp, rs2, bn, half_inv_n, k1d, n_pix: int, s: int, area: float):
     """Sérsic surface brightness at source-plane rays -> pixel-averaged, PSF-convolved image.
 
+    Rays come in ``s*s`` sub-pixel planes of ``n_pix`` x ``n_pix`` (see :func:`ray_grid`), so the
+    sub-pixel average is a sum over planes that fuses with the Sérsic evaluation.
     I = amp exp(b_n - b_n (R^2/R_s^2)^(1/(2n))) with R floored at 1e-4 arcsec; the Gaussian
     kernel is separable (k = k1d k1d^T), applied as two 1-D passes with zero padding.
     """
@@ -124,13 +133,15 @@ def _source_psf(bx, by, sx, sy, c11, c12, c22, amp, rs2, bn, half_inv_n, k1d, n_
     xe = c11 * xs + c12 * ys
     ye = c12 * xs + c22 * ys
     r2 = torch.clamp(xe * xe + ye * ye, min=1e-8)
-    sb = amp * torch.exp(bn - bn * torch.exp(torch.log(r2 / rs2) * half_inv_n))
-    img = sb.view(-1, 1, n_sub, n_sub)
-    if s > 1:
-        img = F.avg_pool2d(img, s)
-    img = img * area
+    if fastmath.use_fast_math(r2):
+        bnl = bn * _LOG2E
+        rn = fastmath.exp2((fastmath.log2(r2) - fastmath.log2(rs2)) * half_inv_n)  # (R/R_s)^(1/n)
+        sb = amp * fastmath.exp2(bnl - bnl * rn)
+    else:
+        sb = amp * torch.exp(bn - bn * torch.exp(torch.log(r2 / rs2) * half_inv_n))
+    img = sb.view(-1, s * s, n_pix, n_pix).sum(1, keepdim=True) * (area / (s * s))
     r = k1d.shape[0] // 2
-    n = img.shape[-1]
+    n = n_pix
     p = F.pad(img, (r, r, r, r))
     rows = k1d[0] * p[..., :, 0:n]
     for t in range(1, 2 * r + 1):
@@ -139,6 +150,20 @@ def _source_psf(bx, by, sx, sy, c11, c12, c22, amp, rs2, bn, half_inv_n, k1d, n_
     for t in range(1, 2 * r + 1):
         out = out + k1d[t] * rows[..., t : t + n, :]
     return out
+
+
+def ray_grid(num_pix: int, pixel_scale: float, s: int, dtype=torch.float64, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Ray coordinates (gx, gy) [arcsec], each (s*s*num_pix**2,), in sub-pixel planes.
+
+    Ray k <-> plane k // num_pix**2 = (sub-row i, sub-column j) = divmod(plane, s), then pixel
+    (row, column) = divmod(k % num_pix**2, num_pix): every plane is one sub-pixel position of all
+    pixels, image-ordered, so averaging sub-pixels is a sum over planes. Sub-pixel positions are
+    those of :func:`darkml.lensing.params.pixel_grid` (lenstronomy's convention).
+    """
+    g = torch.as_tensor(pixel_grid(num_pix, pixel_scale, s), dtype=dtype, device=device).view(num_pix, s).t()
+    gx = g[None, :, None, :].expand(s, s, num_pix, num_pix)  # [i, j, row, col] -> x of (col, j)
+    gy = g[:, None, :, None].expand(s, s, num_pix, num_pix)  # -> y of (row, i)
+    return gx.reshape(-1).contiguous(), gy.reshape(-1).contiguous()
 
 
 _COMPILED: dict[str, Callable] = {}
@@ -162,30 +187,30 @@ def _with_fallback(name: str, compiled: Callable, eager: Callable) -> Callable:
     return call
 
 
-def _fresh_copy(fn: Callable) -> Callable:
-    """A copy of ``fn`` with its own code object, hence its own torch.compile cache and
-    recompilation budget (one per point-mass block width)."""
-    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
+def _kernels(compile: bool) -> types.SimpleNamespace:
+    """The kernel set: macro, pm, source, noise (compiled or eager).
 
-
-def _kernels(compile: bool):
+    Each is compiled on its own: fusing the first point-mass block into the macro kernel or the
+    last into the source kernel made inductor's CPU code ~1.5x slower per image (measured)."""
+    eager = types.SimpleNamespace(macro=_macro_deflection, pm=_point_mass_block_inplace,
+                                  source=_source_psf, noise=add_noise_torch)
     if not compile:
-        return _macro_deflection, _point_mass_block_inplace, _source_psf, add_noise_torch
+        return eager
     if not _COMPILED:
-        for name, fn in (("macro", _macro_deflection), ("src", _source_psf), ("noise", add_noise_torch)):
-            _COMPILED[name] = _with_fallback(name, torch.compile(fn, dynamic=False), fn)
-        widths = {}
-        w = PM_BLOCK
-        while w >= 1:
-            widths[w] = _with_fallback(f"pm{w}", torch.compile(_fresh_copy(_point_mass_block), dynamic=False),
-                                       _point_mass_block)
-            w //= 2
+        for name, fn in vars(eager).items():
+            if name != "pm":
+                _COMPILED[name] = _with_fallback(name, torch.compile(fn, dynamic=False), fn)
+        # one compiled copy per block width 1..PM_BLOCK (each its own recompilation budget); the
+        # eager fallback is the out-of-place kernel (in-place updates do not compile)
+        widths = {w: _with_fallback(f"pm{w}", torch.compile(_fresh_copy(_point_mass_block), dynamic=False),
+                                    _point_mass_block) for w in range(1, PM_BLOCK + 1)}
+        _COMPILED["pm"] = lambda bx, by, gx, gy, px, py, te2: widths[px.shape[1]](bx, by, gx, gy, px, py, te2)
+    return types.SimpleNamespace(**_COMPILED)
 
-        def pm(bx, by, gx, gy, px, py, te2):
-            return widths[px.shape[1]](bx, by, gx, gy, px, py, te2)
 
-        _COMPILED["pm"] = pm
-    return _COMPILED["macro"], _COMPILED["pm"], _COMPILED["src"], _COMPILED["noise"]
+def _fresh_copy(fn: Callable) -> Callable:
+    """A copy of ``fn`` with its own code object, hence its own torch.compile cache."""
+    return types.FunctionType(fn.__code__.replace(), fn.__globals__, fn.__name__, fn.__defaults__, fn.__closure__)
 
 
 # ---------------------------------------------------------------------------------------
@@ -218,8 +243,26 @@ def _source_scalars(sc: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     }
 
 
-def _col(a: np.ndarray, idx: np.ndarray, dev, dtype) -> torch.Tensor:
-    return torch.as_tensor(np.asarray(a)[idx], dtype=dtype).reshape(-1, 1).to(dev, non_blocking=True)
+#: column order of the per-image parameter matrix handed to the kernels
+_LENS_KEYS = ("cx", "cy", "cos", "sin", "q", "b", "s", "eps", "g1", "g2")
+_SRC_KEYS = ("sx", "sy", "c11", "c12", "c22", "amp", "rs2", "bn", "half_inv_n")
+
+
+def _padded_point_masses(rec: Records, cfg: LensingSimConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(counts (n_rec,), table (3, n_rec, max count)) of point-mass x, y, theta_E^2 per record;
+    padding columns are massless points far away (x = y = 1e4 arcsec, theta_E = 0: they add
+    exactly zero deflection)."""
+    pm = point_masses(rec, cfg.cosmology)
+    n_rec = len(rec)
+    counts = np.bincount(pm["index"], minlength=n_rec)
+    table = np.zeros((3, n_rec, int(counts.max(initial=0))))
+    table[:2] = 1e4
+    starts = np.concatenate([[0], np.cumsum(counts)])
+    slot = np.arange(len(pm["index"])) - starts[pm["index"]]
+    table[0, pm["index"], slot] = pm["x"]
+    table[1, pm["index"], slot] = pm["y"]
+    table[2, pm["index"], slot] = pm["theta_E"] ** 2
+    return counts, table
 
 
 def render_torch(
@@ -240,21 +283,20 @@ def render_torch(
     dev = resolve_device(device)
     n_rec = len(rec)
     npx, s = cfg.image.num_pix, cfg.image.supersampling
-    ns = npx * s
     d = cfg.instrument.pixel_scale
-    g = torch.as_tensor(pixel_grid(npx, d, s), dtype=dtype, device=dev)
-    gx = g.repeat(ns)  # x varies fastest: ray k <-> (row k // ns, col k % ns)
-    gy = g.repeat_interleave(ns)
+    gx, gy = ray_grid(npx, d, s, dtype, dev)
     k1d = torch.as_tensor(psf_kernel_1d(cfg.instrument), dtype=dtype, device=dev)
     area = d * d
 
-    pm = point_masses(rec, cfg.cosmology)
-    counts = np.bincount(pm["index"], minlength=n_rec)
-    starts = np.concatenate([[0], np.cumsum(counts)])
+    counts, pm_table = _padded_point_masses(rec, cfg)
     order = np.argsort(counts, kind="stable")
-    lens = _lens_scalars(rec.scalars)
-    src = _source_scalars(rec.scalars)
-    macro, pm_block, source, _ = _kernels(compile)
+    lens, src = _lens_scalars(rec.scalars), _source_scalars(rec.scalars)
+    # one (n_rec, 19) parameter matrix, moved once; per-image (b, 1) columns are views of it
+    prm = torch.as_tensor(np.stack([lens[k] for k in _LENS_KEYS] + [src[k] for k in _SRC_KEYS], axis=1),
+                          dtype=dtype).to(dev)
+    pm_all = torch.as_tensor(pm_table, dtype=dtype).to(dev)
+    kern = _kernels(compile)
+    src_args = (k1d, npx, s, area)
     out = torch.empty((n_rec, 1, npx, npx), dtype=dtype, device=dev)
 
     for b0 in range(0, n_rec, batch_size):
@@ -262,44 +304,19 @@ def render_torch(
         nb = len(idx)
         if compile and nb < batch_size:  # keep static shapes for the compiled kernels
             idx = np.concatenate([idx, np.full(batch_size - nb, idx[-1])])
-        L = {k: _col(v, idx, dev, dtype) for k, v in lens.items()}
-        bx, by = macro(gx, gy, L["cx"], L["cy"], L["cos"], L["sin"], L["q"], L["b"], L["s"], L["eps"], L["g1"], L["g2"])
+        rows = torch.as_tensor(idx, device=dev)
+        P = prm[rows]
+        cols = [P[:, j : j + 1] for j in range(P.shape[1])]
+        lens_cols, src_cols = cols[: len(_LENS_KEYS)], cols[len(_LENS_KEYS) :]
         kmax = int(counts[idx].max(initial=0))
-        if kmax:
-            px = np.full((len(idx), kmax), 1e4)  # padding: massless points far away
-            py = np.full((len(idx), kmax), 1e4)
-            te2 = np.zeros((len(idx), kmax))
-            for r, i in enumerate(idx):
-                a, c = starts[i], starts[i + 1]
-                px[r, : c - a] = pm["x"][a:c]
-                py[r, : c - a] = pm["y"][a:c]
-                te2[r, : c - a] = pm["theta_E"][a:c] ** 2
-            k0 = 0
-            for width in _block_widths(kmax):  # static block shapes: PM_BLOCK, then 4, 2, 1
-                cols = [torch.as_tensor(np.ascontiguousarray(a[:, k0 : k0 + width]), dtype=dtype).to(dev)
-                        for a in (px, py, te2)]
-                bx, by = pm_block(bx, by, gx, gy, *cols)
-                k0 += width
-        S = {k: _col(v, idx, dev, dtype) for k, v in src.items()}
-        img = source(bx, by, S["sx"], S["sy"], S["c11"], S["c12"], S["c22"], S["amp"], S["rs2"],
-                     S["bn"], S["half_inv_n"], k1d, ns, s, area)
-        out[torch.as_tensor(idx[:nb], device=dev)] = img[:nb]
+        bx, by = kern.macro(gx, gy, *lens_cols)
+        for k0 in range(0, kmax, PM_BLOCK):  # (3, b, width) slices of the padded table: x, y, theta_E^2
+            bx, by = kern.pm(bx, by, gx, gy, *pm_all[:, rows, k0 : min(k0 + PM_BLOCK, kmax)].contiguous())
+        img = kern.source(bx, by, *src_cols, *src_args)
+        out[rows[:nb]] = img[:nb]
     if return_tensor:
         return out
     return out.cpu().numpy()
-
-
-def _block_widths(k: int) -> list[int]:
-    """Split k point masses into blocks of PM_BLOCK and a binary remainder (no padding)."""
-    widths = [PM_BLOCK] * (k // PM_BLOCK)
-    rem = k % PM_BLOCK
-    w = PM_BLOCK // 2
-    while rem and w >= 1:
-        if rem >= w:
-            widths.append(w)
-            rem -= w
-        w //= 2
-    return widths
 
 
 def add_noise_torch(clean: torch.Tensor, z: torch.Tensor, sigma_bkg: float, t_tot: float) -> torch.Tensor:
@@ -324,5 +341,5 @@ def simulate_torch(
     if noise:
         sigma, t_tot = noise_sigmas(cfg.instrument)
         z = torch.from_numpy(noise_fields(rec.scalars["noise_seed"], cfg.image.num_pix)).to(dev, dtype)
-        clean = _kernels(compile)[3](clean, z, sigma, t_tot)
+        clean = _kernels(compile).noise(clean, z, sigma, t_tot)
     return clean.cpu().numpy()
