@@ -5,8 +5,8 @@
 polynomials in ordinary tensor operations they fuse into the surrounding loop as a handful of
 FMAs. Each function here is accurate to a few float32 ulp over its whole domain (the tests
 compare against float64 numpy on dense grids); they are used by :mod:`darkml.lensing.fast`
-only for float32 tensors inside compiled kernels (see :func:`use_fast_math`), so eager and
-float64 paths keep torch's own functions.
+only for float32 CPU tensors inside compiled kernels (see :func:`use_fast_math`), so eager,
+float64 and CUDA paths keep torch's own functions.
 
 * ``log2(x)``, ``exp2(y)``: exponent/mantissa split by bit casts, mantissa polynomial;
 * ``log1p(z)``: log of 1+z with the rounding of 1+z corrected (relative precision at small z);
@@ -123,5 +123,8 @@ ENABLED = True
 
 
 def use_fast_math(x: torch.Tensor) -> bool:
-    """True inside a torch.compile trace of a float32 kernel: use this module's functions."""
-    return ENABLED and x.dtype == torch.float32 and torch.compiler.is_compiling()
+    """True inside a torch.compile trace of a float32 CPU kernel: use this module's functions.
+
+    (On CUDA, Triton's libdevice functions are already fast; the bit-cast path is not used there.)
+    """
+    return ENABLED and x.dtype == torch.float32 and x.device.type == "cpu" and torch.compiler.is_compiling()
