@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--reference-maps", type=int, default=2, help="maps timed with the reference")
     ap.add_argument("--max-angle", type=float, default=20.0)
     ap.add_argument("--no-compile", action="store_true", help="skip the torch.compile path")
+    ap.add_argument("--paired-rounds", type=int, default=5,
+                    help="rounds alternating one reference map and --paired-maps maps of the fastest CPU path (0 = skip)")
+    ap.add_argument("--paired-maps", type=int, default=10)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 1,
                     help="machine throughput: this many concurrent 1-thread processes (0 = skip)")
@@ -157,6 +160,27 @@ def main(argv: list[str] | None = None) -> dict:
                       "speedup_vs_reference_cpu": ref["cpu_s_per_map"] / t["cpu_s_per_map"]})
             res[name] = t
             rows.append((nside, name, t, err))
+        if args.paired_rounds > 0:
+            # the machine's speed drifts between the timings above (minutes apart); here the
+            # reference and the fastest CPU path alternate round by round, so a drift hits both
+            name, kw = [p for p in paths if not p[1]["device"] == "cuda"][-1]
+            ratios, fast_walls, ref_walls = [], [], []
+            for i in range(args.paired_rounds):
+                c = cats[i % len(cats)]
+                w = time.perf_counter()
+                reference_signal_map(c, nside, args.max_angle)
+                ref_walls.append(time.perf_counter() - w)
+                w = time.perf_counter()
+                for _ in range(args.paired_maps):
+                    sky.signal_map(c, nside=nside, max_angle_deg=args.max_angle, **kw)
+                fast_walls.append((time.perf_counter() - w) / args.paired_maps)
+                ratios.append(ref_walls[-1] / fast_walls[-1])
+            res["paired"] = {"path": name, "rounds": args.paired_rounds, "maps_per_round": args.paired_maps,
+                             "speedup_rounds": ratios, "speedup_median": float(np.median(ratios)),
+                             "maps_per_s_median": 1.0 / float(np.median(fast_walls)),
+                             "reference_maps_per_s_median": 1.0 / float(np.median(ref_walls))}
+            print(f"nside {nside}: {name} vs reference in {args.paired_rounds} alternating rounds: speed-up median "
+                  f"{np.median(ratios):.1f}x (rounds {min(ratios):.1f}-{max(ratios):.1f}x)", flush=True)
         if torch.cuda.is_available():
             batch = cats[: args.repeats]
             fn = lambda cs: sky.signal_maps(cs, nside=nside, max_angle_deg=args.max_angle, device="cuda")  # noqa: E731
@@ -193,6 +217,11 @@ def main(argv: list[str] | None = None) -> dict:
               f"{t['wall_s_per_map']:>11.4f} {t.get('cpu_s_per_map', nan):>10.4f} "
               f"{t.get('speedup_vs_reference', 1.0):>6.1f}x {t.get('speedup_vs_reference_best', 1.0):>6.1f}x "
               f"{t.get('speedup_vs_reference_cpu', 1.0):>6.1f}x {'' if err is None else f'{err:.1e}':>13}")
+    for nside, r in result["results"].items():
+        if "paired" in r:
+            pr = r["paired"]
+            print(f"nside {nside} paired ({pr['path']} vs reference, {pr['rounds']} alternating rounds): "
+                  f"{pr['speedup_median']:.1f}x median, rounds {min(pr['speedup_rounds']):.1f}-{max(pr['speedup_rounds']):.1f}x")
     print(f"population draw: {t_pop * 1e3:.1f} ms/map; load average {result['machine']['loadavg_start']} -> "
           f"{result['machine']['loadavg_end']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -81,6 +81,27 @@ def test_truncation_and_disc_search_match_query_disc(radius):
     assert np.all(m[:, outside] == 0) and np.all(np.hypot(*m[:, disc]) > 0)
 
 
+def test_dense_disc_slots_hold_the_same_pairs_in_the_same_order():
+    """disc_slots (dense per-subhalo table) against expand_runs (flat pair list), incl. wrapped runs and poles."""
+    nside = 16
+    rng = np.random.default_rng(3)
+    lon = np.concatenate([rng.uniform(0, 360, 60), [0.0, 359.99, 0.01, 180.0]])
+    lat = np.concatenate([rng.uniform(-90, 90, 60), [89.999, -89.99, 0.0, 90.0]])
+    grid = sky._grid(nside, "cpu")
+    theta = torch.tensor(np.radians(90 - lat))
+    phi = torch.tensor(np.radians(lon) % (2 * np.pi))
+    for radius in (3.0, 20.0, 70.0):
+        run_pix0, run_cnt = sky._dense_runs(grid, theta, phi, math.radians(radius))
+        count = run_cnt.sum(1)
+        width = int(count.max()) + 5  # extra slots past every disc must be harmless
+        pix, cnt = sky.disc_slots(run_pix0, run_cnt, torch.arange(width), grid.npix)
+        assert torch.equal(cnt[:, 0], count) and pix.min() >= 0 and pix.max() < grid.npix
+        sub, flat = sky.disc_pairs(grid, theta, phi, math.radians(radius))
+        valid = torch.arange(width) < cnt
+        assert torch.equal(pix[valid], flat)  # row-major = subhalo, then ring order
+        assert torch.equal(torch.arange(len(lon))[:, None].expand_as(pix)[valid], sub)
+
+
 def test_full_population_matches_reference_and_is_linear():
     rng = np.random.default_rng(5)
     cat = population.draw_population(None, rng)

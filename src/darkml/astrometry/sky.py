@@ -11,15 +11,17 @@ are available with ``quantity=``.
 How it is fast: for every subhalo the pixels of its disc are found without a per-subhalo
 Python loop — a vectorised ring search (:func:`disc_runs`: for each subhalo and each HEALPix
 ring crossing its disc, the contiguous run of pixels within the disc's longitude half-width,
-which is exactly the set of pixel centres within ``max_angle_deg``) whose runs are expanded
-into (subhalo, pixel) pairs with two cumulative sums (:func:`expand_runs`) — and eq. (3) is
-evaluated for all pairs at once in float64 torch on the chosen device
+which is exactly the set of pixel centres within ``max_angle_deg``). For the velocity the runs
+become a dense (subhalo, slot) table of pixels (:func:`disc_slots`, two cumulative sums), so a
+block of consecutive subhalos is evaluated with its per-subhalo quantities broadcast along the
+slots and only the pixel basis gathered; eq. (3) runs in float64 torch on the chosen device
 (:func:`darkml.astrometry.lensing.velocity_far`, the ~3 % of pairs with b < 1.05 r_s then
-re-evaluated with the careful NFW forms), then scattered into the map with ``index_add_``.
-Pairs are processed in batches of ``max_pairs`` to stay in cache (CPU) or bound memory (GPU);
-:func:`signal_maps` puts several maps through the same batches. ``compile=True`` fuses the
-search and the per-pair kernel with ``torch.compile``. ``threads`` (default 1) sets torch's CPU
-threads for the call.
+re-evaluated with the careful NFW forms) and is scattered into the map with ``index_add_``.
+Other quantities use the same table flattened to (subhalo, pixel) pairs (as
+:func:`expand_runs` gives them). Blocks hold about ``max_pairs`` slots to stay in cache (CPU)
+or bound memory (GPU); :func:`signal_maps` puts several maps through the same blocks.
+``compile=True`` fuses the search and the per-slot kernel with ``torch.compile``. ``threads``
+(default 1) sets torch's CPU threads for the call.
 
 **Noise** (:func:`add_noise`, Sec. III A): the quasar count of each pixel is Poisson with mean
 N_q / N_pix; each quasar's measured proper motion is Normal(signal, sigma_u) per component; the
@@ -65,6 +67,7 @@ __all__ = [
     "signal_maps",
     "subhalo_power",
     "disc_pairs",
+    "disc_slots",
     "disc_runs",
     "expand_runs",
     "add_noise",
@@ -202,6 +205,17 @@ def disc_runs(grid: _Grid, theta0: torch.Tensor, phi0: torch.Tensor,
     (subhalo index, first pixel, pixel count) per non-empty run, ordered by subhalo then ring.
     Equivalent to ``healpy.query_disc`` (non-inclusive) up to ties within 1e-12 rad of the edge.
     """
+    run_pix0, run_cnt = _dense_runs(grid, theta0, phi0, radius_rad)
+    run_sub = torch.arange(len(theta0), device=theta0.device)[:, None].expand_as(run_cnt).reshape(-1)
+    run_pix0, run_cnt = run_pix0.reshape(-1), run_cnt.reshape(-1)
+    keep = (run_cnt > 0).nonzero(as_tuple=True)[0]
+    return run_sub[keep], run_pix0[keep], run_cnt[keep]
+
+
+def _dense_runs(grid: _Grid, theta0: torch.Tensor, phi0: torch.Tensor,
+                radius_rad: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first pixel, pixel count) of each subhalo's runs, each (n, 2 n_k), in ring order; runs a
+    disc does not reach have count 0 (see :func:`disc_runs`)."""
     dev = theta0.device
     cos_r = math.cos(radius_rad)
     lo = torch.searchsorted(grid.ring_theta, theta0 - radius_rad - 1e-6)
@@ -226,12 +240,10 @@ def disc_runs(grid: _Grid, theta0: torch.Tensor, phi0: torch.Tensor,
     cnt = torch.where((c > 1.0) | ~inside, torch.zeros_like(cnt), cnt)
     jlo = torch.where(full, torch.zeros_like(jlo), torch.remainder(jlo, n))
     cnt1 = torch.minimum(cnt, n - jlo)
-    run_cnt = torch.stack([cnt1, cnt - cnt1], -1).reshape(-1)
+    run_cnt = torch.stack([cnt1, cnt - cnt1], -1).reshape(len(theta0), -1)
     start = grid.ring_start[ring]
-    run_pix0 = torch.stack([start + jlo, start], -1).reshape(-1)
-    run_sub = torch.arange(len(theta0), device=dev)[:, None, None].expand(-1, n_k, 2).reshape(-1)
-    keep = (run_cnt > 0).nonzero(as_tuple=True)[0]
-    return run_sub[keep], run_pix0[keep], run_cnt[keep]
+    run_pix0 = torch.stack([start + jlo, start], -1).reshape(len(theta0), -1)
+    return run_pix0, run_cnt
 
 
 def expand_runs(run_sub: torch.Tensor, run_pix0: torch.Tensor, run_cnt: torch.Tensor,
@@ -260,28 +272,39 @@ def disc_pairs(grid: _Grid, theta0: torch.Tensor, phi0: torch.Tensor, radius_rad
     return expand_runs(*disc_runs(grid, theta0, phi0, radius_rad))
 
 
-def _run_batches(run_cnt: torch.Tensor, max_pairs: int) -> list[tuple[slice, int]]:
-    """Split consecutive runs into (slice, number of pairs) of at most ~max_pairs pairs (a run is never split)."""
-    if len(run_cnt) == 0:
-        return []
-    csum = torch.cumsum(run_cnt, 0).cpu().numpy()
-    out, lo, base = [], 0, 0
-    while lo < len(csum):
-        hi = max(int(np.searchsorted(csum, base + max_pairs, side="right")), lo + 1)
-        out.append((slice(lo, hi), int(csum[hi - 1]) - base))
-        base = int(csum[hi - 1])
-        lo = hi
-    return out
+def disc_slots(run_pix0: torch.Tensor, run_cnt: torch.Tensor, slots: torch.Tensor,
+               npix: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each subhalo's disc pixels as a dense (n, width) table: (pixel per slot, pixel count (n, 1)).
+
+    ``run_pix0, run_cnt`` (n, R) from :func:`_dense_runs`; ``slots`` = arange(width), width >=
+    every disc's pixel count. Slot k < count[s] of subhalo s holds the k-th pixel of its runs in
+    order (the order of :func:`expand_runs`); later slots hold some pixel in [0, npix) and must
+    be masked by the caller. pix[s, k] = k + base(s, k) with base = first pixel - first slot of
+    the run holding k; base is piecewise constant, so it is the cumulative sum of its jumps
+    scattered at the runs' first slots (the jumps of empty runs land on one slot and telescope).
+    Exact integer arithmetic; eager on purpose (inductor's CPU scan is slower than aten's cumsum).
+    """
+    n, width = run_cnt.shape[0], slots.shape[0]
+    off = torch.cumsum(run_cnt, 1) - run_cnt  # first slot of each run
+    base = run_pix0 - off
+    jump = torch.cat([base[:, :1], base[:, 1:] - base[:, :-1]], 1)
+    acc = torch.zeros(n, width + 1, dtype=run_cnt.dtype, device=run_cnt.device)
+    acc.scatter_add_(1, off.clamp_max(width), jump)  # runs starting at `width` are empty
+    return acc[:, :width].cumsum(1).add_(slots).clamp_(max=npix - 1), run_cnt.sum(1, keepdim=True)
 
 
 def _geometry(table: torch.Tensor, basis: torch.Tensor, sub: torch.Tensor, pix: torch.Tensor):
     """(b_l, b_b, v_l, v_b) of each pair in the source pixel's basis (see lensing.impact_geometry)."""
-    Rx, Ry, Rz, Vx, Vy, Vz = (table[i].index_select(0, sub) for i in range(6))
-    elx, ely, ebx, eby, ebz = (basis[i].index_select(0, pix) for i in range(5))
-    b_l = torch.addcmul(Rx * elx, Ry, ely)
-    b_b = torch.addcmul(Rx * ebx, Ry, eby).addcmul_(Rz, ebz)
-    v_l = torch.addcmul(Vx * elx, Vy, ely)
-    v_b = torch.addcmul(Vx * ebx, Vy, eby).addcmul_(Vz, ebz)
+    return _project(*(table[i].index_select(0, sub) for i in range(6)),
+                    *(basis[i].index_select(0, pix) for i in range(5)))
+
+
+def _project(Rx, Ry, Rz, Vx, Vy, Vz, elx, ely, ebx, eby, ebz):
+    """Subhalo position R [kpc] and velocity V [km/s] on a source pixel's (e_l, e_b): (b_l, b_b, v_l, v_b)."""
+    b_l = Rx * elx + Ry * ely
+    b_b = Rx * ebx + Ry * eby + Rz * ebz
+    v_l = Vx * elx + Vy * ely
+    v_b = Vx * ebx + Vy * eby + Vz * ebz
     return b_l, b_b, v_l, v_b
 
 
@@ -290,27 +313,37 @@ MIXED_CAREFUL_X2 = 4.0
 PRECISIONS = ("double", "mixed")
 
 
-def _velocity_pairs(table: torch.Tensor, basis: torch.Tensor, sub: torch.Tensor, pix: torch.Tensor, mixed: bool = False):
-    """Gathers + geometry + eq. (3) far branch for all pairs: (mu_l, mu_b, mask of pairs needing care).
+def _velocity_slots(cols: torch.Tensor, basis: torch.Tensor, pix: torch.Tensor, count: torch.Tensor,
+                    slots: torch.Tensor, mixed: bool = False):
+    """Eq. (3) far branch for a block of subhalos' disc slots: (mu_l, mu_b), NaN in mu_l where care is needed.
 
-    Pairs under the mask get 0 here and are evaluated separately in float64: x^2 < 1.1, or with
-    ``mixed`` x^2 < MIXED_CAREFUL_X2, the rest then in float32 (geometry stays float64, the
-    output is accumulated in float64; error ~1e-7 of a ~1,200-subhalo map's maximum). Purely
-    elementwise after the gathers, so ``torch.compile`` fuses it into one loop.
+    ``cols`` (8, nb): R_x,y,z, V_x,y,z, amp, 1/r_s^2 of nb consecutive subhalos (broadcast along
+    their slots: no per-pair gathers); ``pix`` (nb, width) and the pixel ``count`` (nb, 1) from
+    :func:`disc_slots`, ``slots`` = arange(width), both float64 (the pixel basis is the only
+    gather; slots >= count are not pairs and get 0). Pairs that need care get mu_l = NaN, mu_b =
+    0, and are evaluated separately in float64: x^2 < 1.1, or with ``mixed`` x^2 <
+    MIXED_CAREFUL_X2, the rest then in float32 (geometry stays float64, the output is
+    accumulated in float64; error ~1e-7 of a ~1,200-subhalo map's maximum). Purely elementwise
+    after the gathers, so ``torch.compile`` fuses it into one loop. (The flag rides in mu_l
+    because a compiled CPU kernel writes a separate bool mask several times slower than all the
+    arithmetic.)
     """
-    b_l, b_b, v_l, v_b = _geometry(table, basis, sub, pix)
-    amp, inv = table[6].index_select(0, sub), table[7].index_select(0, sub)
+    valid = slots < count
+    b_l, b_b, v_l, v_b = _project(*(c[:, None] for c in cols[:6]), *(basis[i][pix] for i in range(5)))
+    amp, inv = cols[6][:, None], cols[7][:, None]
     if mixed:
-        low = torch.addcmul(b_l * b_l, b_b, b_b).mul_(inv) < MIXED_CAREFUL_X2
+        low = (b_l * b_l + b_b * b_b) * inv < MIXED_CAREFUL_X2
         b_l, b_b, v_l, v_b, amp, inv = (t.to(torch.float32) for t in (b_l, b_b, v_l, v_b, amp, inv))
     mu_l, mu_b, low_far = lensing.velocity_far(b_l, b_b, v_l, v_b, amp, inv)
     if not mixed:
         low = low_far
-    return mu_l.to(torch.float64).masked_fill(low, 0.0), mu_b.to(torch.float64).masked_fill(low, 0.0), low
+    mu_l = torch.where(valid, torch.where(low, torch.nan, mu_l.to(torch.float64)), 0.0)
+    mu_b = torch.where(valid & ~low, mu_b.to(torch.float64), 0.0)
+    return mu_l, mu_b
 
 
 _COMPILED: dict[tuple[str, str], Any] = {}
-_EAGER = {"runs": None, "expand": None, "velocity": None}  # filled below (functions defined above)
+_EAGER = {"runs": None, "velocity": None}  # filled below (functions defined above)
 
 
 def _fn(name: str, compile: bool, dev: torch.device):
@@ -320,7 +353,10 @@ def _fn(name: str, compile: bool, dev: torch.device):
         return eager
     key = (name, dev.type)
     if key not in _COMPILED:
-        _COMPILED[key] = torch.compile(eager, dynamic=True)
+        # the gather indices are in range by construction (ring search + disc_slots; the eager
+        # path, which checks them, gives the same maps in the tests), so the compiled CPU loops
+        # skip inductor's per-element bounds assertion
+        _COMPILED[key] = torch.compile(eager, dynamic=True, options={"assert_indirect_indexing": False})
     return _COMPILED[key]
 
 
@@ -346,19 +382,36 @@ def _velocity_careful(grid: _Grid, table: torch.Tensor, sub: torch.Tensor, pix: 
 
 def _pair_values(grid: _Grid, table: torch.Tensor, runs, quantity: str, max_pairs: int, compile: bool,
                  precision: str = "double"):
-    """Yield (sub, pix, q_l, q_b) for all pairs of ``runs``, in batches of about ``max_pairs`` pairs."""
-    run_sub, run_pix0, run_cnt = runs
+    """Yield (sub, pix, q_l, q_b) for all (subhalo, disc pixel) pairs, blocks of about ``max_pairs``.
+
+    ``runs`` = :func:`_dense_runs`. Velocity blocks are dense (subhalos, slots) arrays whose
+    slots past a disc's pixel count carry value 0 (harmless to ``index_add_``); the other quantities
+    and the careful velocity pairs come as 1-D pair arrays. Consumers flatten.
+    """
+    run_pix0, run_cnt = runs
+    n = run_cnt.shape[0]
+    if n == 0:
+        return
+    width = max(int(run_cnt.sum(1).max()), 1)
+    nb = max(1, max_pairs // width)
+    dev = table.device
+    slots = torch.arange(width, device=dev)
+    slots_f = slots.to(torch.float64)
     careful = []
-    for sl, total in _run_batches(run_cnt, max_pairs):
-        if total == 0:
-            continue
-        sub, pix = _call("expand", compile, table.device, run_sub[sl], run_pix0[sl], run_cnt[sl], total)
+    for s0 in range(0, n, nb):
+        s1 = min(n, s0 + nb)
+        pix, count = disc_slots(run_pix0[s0:s1], run_cnt[s0:s1], slots, grid.npix)
+        sub = torch.arange(s0, s1, device=dev)[:, None].expand_as(pix)
         if quantity == "velocity":
-            q_l, q_b, low = _call("velocity", compile, table.device, table, grid.basis, sub, pix, precision == "mixed")
-            idx = low.nonzero(as_tuple=True)[0]
-            if idx.numel():
-                careful.append((sub.index_select(0, idx), pix.index_select(0, idx)))
+            q_l, q_b = _call("velocity", compile, dev, table[:8, s0:s1], grid.basis, pix, count.to(torch.float64),
+                             slots_f, precision == "mixed")
+            low = torch.isnan(q_l)
+            if bool(low.any()):
+                careful.append((sub[low], pix[low]))
+                q_l.masked_fill_(low, 0.0)
         else:
+            valid = slots < count
+            sub, pix = sub[valid], pix[valid]
             b_l, b_b, v_l, v_b = _geometry(table, grid.basis, sub, pix)
             r_s, rho_s = table[8].index_select(0, sub), table[9].index_select(0, sub)
             if quantity == "deflection":
@@ -372,7 +425,7 @@ def _pair_values(grid: _Grid, table: torch.Tensor, runs, quantity: str, max_pair
         yield (sub, pix, *_velocity_careful(grid, table, sub, pix))
 
 
-_EAGER.update(runs=disc_runs, expand=expand_runs, velocity=_velocity_pairs)
+_EAGER.update(runs=_dense_runs, velocity=_velocity_slots)
 
 
 def _validate(nside: int, max_angle_deg: float, quantity: str, precision: str = "double") -> None:
@@ -427,9 +480,9 @@ def signal_maps(catalogues: Sequence[Mapping[str, Any]], nside: int = 32, max_an
         runs = _call("runs", compile, dev, grid, t["theta"], t["phi"], math.radians(max_angle_deg))
         for sub, pix, q_l, q_b in _pair_values(grid, t["table"], runs, quantity, max_pairs or _default_pairs(dev, compile), compile,
                                                precision):
-            target = pix if len(catalogues) == 1 else pix + offset.index_select(0, sub)
-            flat_l.index_add_(0, target, q_l)
-            flat_b.index_add_(0, target, q_b)
+            target = pix.reshape(-1) if len(catalogues) == 1 else (pix + offset.index_select(0, sub.reshape(-1)).view_as(pix)).reshape(-1)
+            flat_l.index_add_(0, target, q_l.reshape(-1))
+            flat_b.index_add_(0, target, q_b.reshape(-1))
     out = out.permute(1, 0, 2).contiguous()
     return out if as_tensor else out.cpu().numpy()
 
@@ -477,9 +530,9 @@ def subhalo_power(catalogue: Mapping[str, Any], nside: int = 32, max_angle_deg: 
     t = _catalogue_tensors([catalogue], dev)
     power = torch.zeros(t["n"], dtype=torch.float64, device=dev)
     with _cpu_threads(1, dev):
-        runs = disc_runs(grid, t["theta"], t["phi"], math.radians(max_angle_deg))
+        runs = _dense_runs(grid, t["theta"], t["phi"], math.radians(max_angle_deg))
         for sub, _, q_l, q_b in _pair_values(grid, t["table"], runs, quantity, _default_pairs(dev), False):
-            power.index_add_(0, sub, q_l * q_l + q_b * q_b)
+            power.index_add_(0, sub.reshape(-1), (q_l * q_l + q_b * q_b).reshape(-1))
     return power.cpu().numpy()
 
 
