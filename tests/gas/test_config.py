@@ -20,6 +20,7 @@ def test_presets_load():
     ("cnn.lr=-1", "gas.cnn.lr = -1: must be > 0"),
     ("sky.pixels_per_tile=4", "gas.sky.pixels_per_tile = 4: must be >= 12"),
     ("sky.beta_min=3.0", "beta_min = 3.0 must be <= sky.beta_max"),
+    ("sky.sigma_v_min_kms=9", "sigma_v_min_kms = 9.0 must be <= sky.sigma_v_max_kms = 8.0"),
     ("data.test_l_deg=[330,345]", "overlap"),
     ("sky.n_tiles=20", "outside the simulated sky"),
     ("data.source=mopra", "mopra_dir"),

@@ -57,6 +57,9 @@ class SkyCfg(Section):
     def _check(self):
         if self.beta_min > self.beta_max:
             raise ValueError(f"sky.beta_min = {self.beta_min} must be <= sky.beta_max = {self.beta_max}")
+        if self.sigma_v_min_kms > self.sigma_v_max_kms:
+            raise ValueError(f"sky.sigma_v_min_kms = {self.sigma_v_min_kms} must be <= "
+                             f"sky.sigma_v_max_kms = {self.sigma_v_max_kms}")
         e = self.ring_edges_kpc
         if len(e) < 2 or any(b <= a for a, b in zip(e[:-1], e[1:])) or e[0] < 0:
             raise ValueError(f"sky.ring_edges_kpc = {e}: must be >= 2 increasing radii >= 0")
