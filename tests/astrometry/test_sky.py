@@ -59,15 +59,19 @@ def test_single_subhalo_map_matches_direct_computation():
         np.testing.assert_allclose(m[:, p], expected, rtol=1e-8)
 
 
+def _disc_centres(seed: int, n: int, edge_lon, edge_lat):
+    """n random disc centres plus edge cases (poles, longitude wrap): lon, lat [deg], theta, phi [rad]."""
+    rng = np.random.default_rng(seed)
+    lon = np.concatenate([rng.uniform(0, 360, n), edge_lon])
+    lat = np.concatenate([rng.uniform(-90, 90, n), edge_lat])
+    return lon, lat, torch.tensor(np.radians(90 - lat)), torch.tensor(np.radians(lon) % (2 * np.pi))
+
+
 @pytest.mark.parametrize("radius", [5.0, 20.0, 60.0])
 def test_truncation_and_disc_search_match_query_disc(radius):
     nside = 16
-    rng = np.random.default_rng(1)
-    lon = np.concatenate([rng.uniform(0, 360, 40), [0.0, 359.99, 123.0, 45.0]])
-    lat = np.concatenate([rng.uniform(-90, 90, 40), [89.999, -89.99, 90.0, 0.0]])
+    lon, lat, theta, phi = _disc_centres(1, 40, [0.0, 359.99, 123.0, 45.0], [89.999, -89.99, 90.0, 0.0])
     grid = sky._grid(nside, "cpu")
-    theta = torch.tensor(np.radians(90 - lat))
-    phi = torch.tensor(np.radians(lon) % (2 * np.pi))
     sub, pix = sky.disc_pairs(grid, theta, phi, math.radians(radius))
     for i in range(len(lon)):
         mine = np.sort(pix[sub == i].numpy())
@@ -83,13 +87,8 @@ def test_truncation_and_disc_search_match_query_disc(radius):
 
 def test_dense_disc_slots_hold_the_same_pairs_in_the_same_order():
     """disc_slots (dense per-subhalo table) against expand_runs (flat pair list), incl. wrapped runs and poles."""
-    nside = 16
-    rng = np.random.default_rng(3)
-    lon = np.concatenate([rng.uniform(0, 360, 60), [0.0, 359.99, 0.01, 180.0]])
-    lat = np.concatenate([rng.uniform(-90, 90, 60), [89.999, -89.99, 0.0, 90.0]])
-    grid = sky._grid(nside, "cpu")
-    theta = torch.tensor(np.radians(90 - lat))
-    phi = torch.tensor(np.radians(lon) % (2 * np.pi))
+    lon, lat, theta, phi = _disc_centres(3, 60, [0.0, 359.99, 0.01, 180.0], [89.999, -89.99, 0.0, 90.0])
+    grid = sky._grid(16, "cpu")
     for radius in (3.0, 20.0, 70.0):
         run_pix0, run_cnt = sky._dense_runs(grid, theta, phi, math.radians(radius))
         count = run_cnt.sum(1)
