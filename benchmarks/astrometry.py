@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import multiprocessing as mp
 import os
-import platform
 import sys
 import tempfile
 import time
@@ -35,6 +33,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from darkml.astrometry import population, sky  # noqa: E402
+from darkml.runs import atomic_write_json, machine_info  # noqa: E402
 
 _spec = importlib.util.spec_from_file_location("reference_astrometry", HERE / "reference_astrometry.py")
 _ref = importlib.util.module_from_spec(_spec)
@@ -120,9 +119,7 @@ def main(argv: list[str] | None = None) -> dict:
     cats = [population.draw_population(None, rng) for _ in range(max(args.repeats, args.reference_maps))]
     t_pop = (time.perf_counter() - t0) / len(cats)
     result = {
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-                    "torch": torch.__version__, "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                    "loadavg_start": os.getloadavg()},
+        "machine": machine_info(),
         "subhalos_per_map": [len(c["m200"]) for c in cats],
         "population_draw_s_per_map": t_pop,
         "max_angle_deg": args.max_angle,
@@ -207,7 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
                 res[f"cpu {kind}, {args.processes} processes"] = mt
                 rows.append((nside, f"{kind} x{args.processes} procs", mt, None))
         result["results"][str(nside)] = res
-    result["machine"]["loadavg_end"] = os.getloadavg()
+    result["machine"]["load_average_end"] = os.getloadavg()
 
     print(f"{'nside':>5}  {'path':<30} {'maps/s':>8} {'best':>8} {'wall s/map':>11} {'cpu s/map':>10} "
           f"{'vs ref':>7} {'(best)':>7} {'(cpu)':>7} {'max rel diff':>13}")
@@ -222,10 +219,10 @@ def main(argv: list[str] | None = None) -> dict:
             pr = r["paired"]
             print(f"nside {nside} paired ({pr['path']} vs reference, {pr['rounds']} alternating rounds): "
                   f"{pr['speedup_median']:.1f}x median, rounds {min(pr['speedup_rounds']):.1f}-{max(pr['speedup_rounds']):.1f}x")
-    print(f"population draw: {t_pop * 1e3:.1f} ms/map; load average {result['machine']['loadavg_start']} -> "
-          f"{result['machine']['loadavg_end']}")
+    print(f"population draw: {t_pop * 1e3:.1f} ms/map; load average {result['machine']['load_average']} -> "
+          f"{result['machine']['load_average_end']}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2))
+    atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
     bad = [(n, k) for n, r in result["results"].items() for k, v in r.items() if "agrees" in v and not v["agrees"]]
     if bad:

@@ -27,12 +27,12 @@ if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
 
 import argparse  # noqa: E402
 import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+from darkml.runs import atomic_write_json, machine_info  # noqa: E402
 
 
 def _sync(device: str) -> None:
@@ -155,11 +155,7 @@ def main() -> None:
     planes = sky_planes(args.pixels, 2)
     test_planes = np.concatenate([planes] * (test_tiles // 2))
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    results: dict = {"machine": {"platform": platform.platform(), "cpu_count": os.cpu_count(),
-                                 "torch_threads": torch.get_num_threads(), "load_avg": os.getloadavg(),
-                                 "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                                 "torch": torch.__version__},
-                     "args": vars(args), "devices": {}}
+    results: dict = {"machine": machine_info(), "args": vars(args), "devices": {}}
     rows = []
     for dev in devices:
         r = {"gp": bench_gp(planes, args.gp_points, args.gp_iters, test_tiles, dev)}
@@ -177,10 +173,10 @@ def main() -> None:
     print(f"{'device':6s}  {'measurement':{width}s}  result")
     for dev, what, val in rows:
         print(f"{dev:6s}  {what:{width}s}  {val}")
-    print(f"load average {results['machine']['load_avg']}")
+    print(f"load average {results['machine']['load_average']}")
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
+    atomic_write_json(out, results)
     print(f"written {out}")
 
 

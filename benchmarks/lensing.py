@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -29,6 +28,7 @@ import torch
 from darkml.lensing.params import CLASS_NAMES, draw_records
 from darkml.lensing.simulate import observe
 from darkml.lensing.study import load_sim_config
+from darkml.runs import atomic_write_json, machine_info
 
 
 def _timed(fn) -> tuple[float, float]:
@@ -115,15 +115,12 @@ def main(argv=None) -> dict:
               + f"   {r['speedup_wall']:6.1f}x  [{per_cpu:.1f}x]  rounds {min(rounds):.1f}-{max(rounds):.1f}x")
     result = {
         "rows": rows,
-        "machine": {"platform": platform.platform(), "processor": platform.processor(), "cpu_count": os.cpu_count(),
-                    "torch_threads": args.threads, "torch": torch.__version__,
-                    "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-                    "load_average_at_start": load_start, "load_average_at_end": os.getloadavg()},
+        "machine": machine_info() | {"load_average_at_start": load_start},
         "settings": vars(args) | {"json": str(args.json)},
         "note": "lenstronomy runs in one process (numpy); torch uses --threads CPU threads. Both include noise.",
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
+    atomic_write_json(args.json, result)
     print(f"\nwritten {args.json}")
     return result
 

@@ -16,18 +16,25 @@ networks the benchmark pipeline trains.
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
-import time
-import warnings
-from pathlib import Path
+import os
+import sys
 
-import torch
-import torch.nn.functional as F
+# this folder holds ssl.py (the name the SSL issue gave its benchmark), which would shadow the
+# standard-library ssl module that torch's imports pull in
+sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != os.path.dirname(os.path.abspath(__file__))]
 
-from darkml.lensing.classify import load_benchmark_config
-from darkml.lensing.models import build_model, count_parameters
+import argparse  # noqa: E402
+import json  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from darkml.lensing.classify import load_benchmark_config  # noqa: E402
+from darkml.lensing.models import build_model, count_parameters  # noqa: E402
+from darkml.runs import atomic_write_json, machine_info  # noqa: E402
 
 
 def _sync(device: torch.device) -> None:
@@ -123,14 +130,12 @@ def main(argv=None) -> dict:
         "benchmark": "lensing_models",
         "preset": cfg.preset,
         "model_options": {n: cfg.model_options.get(n, {}) for n in names},
-        "host": {"platform": platform.platform(), "python": platform.python_version(), "torch": torch.__version__,
-                 "cpu_threads": args.threads,
-                 "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None},
+        "machine": machine_info(),
         "settings": vars(args) | {"json": str(args.json)},
         "rows": rows,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
+    atomic_write_json(args.json, result)
     print(f"\nwritten {args.json}")
     return result
 

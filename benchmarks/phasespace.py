@@ -33,15 +33,13 @@ from pathlib import Path
 sys.path = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 import argparse  # noqa: E402
-import json  # noqa: E402
-import os  # noqa: E402
-import platform  # noqa: E402
 import time  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from darkml.phasespace import boltzmann, flows, gauss, jeans, mocks  # noqa: E402
+from darkml.runs import atomic_write_json, machine_info  # noqa: E402
 
 
 def _sync(dev):
@@ -188,8 +186,7 @@ def main() -> None:
         devices.append(torch.device("cpu"))
     if args.device in ("auto", "cuda") and torch.cuda.is_available():
         devices.append(torch.device("cuda"))
-    results = {"host": platform.node(), "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-               "load_average": os.getloadavg(), "flow_parameters": flows.count_parameters(model),
+    results = {"machine": machine_info(), "flow_parameters": flows.count_parameters(model),
                "flow": {"transforms": args.transforms, "hidden": args.hidden},
                "mock_sampling_stars_per_s": 100_000 / t_sample, "jeans_s_100k_stars_20_bootstraps": t_jeans,
                "estimators_on_exact_field": bench_estimators_exact(), "devices": []}
@@ -220,12 +217,12 @@ def main() -> None:
                   f"{q['radial_rel_bias']:+.2e} / {q['vertical_bias_over_norm']:+.2e}"),
                  ("quasi-isothermal DF: galpy sampleV [stars/s]", f"{q['qdf_sampling_stars_per_s']:.0f}")]
     w = max(len(r[0]) for r in rows)
-    print(f"phase-space benchmark — {results['flow_parameters']} flow parameters, torch threads {results['torch_threads']}, "
-          f"load {results['load_average'][0]:.1f}")
+    print(f"phase-space benchmark — {results['flow_parameters']} flow parameters, torch threads {results['machine']['torch_threads']}, "
+          f"load {results['machine']['load_average'][0]:.1f}")
     for k, val in rows:
         print(f"  {k:<{w}}  {val}")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(results, indent=2, default=float) + "\n")
+    atomic_write_json(args.out, results)
     print(f"wrote {args.out}")
 
 

@@ -23,7 +23,6 @@ sys.path[:] = [p for p in sys.path if os.path.abspath(p or os.getcwd()) != _here
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import torch  # noqa: E402
 
 from darkml.lensing.pretrain import toy_images
 from darkml.lensing.ssl import METHODS, build_encoder, build_method
+from darkml.runs import atomic_write_json, machine_info
 
 
 def _step_rate(method: str, encoder: str, device: str, batch: int, steps: int, warmup: int, amp: bool,
@@ -99,9 +99,7 @@ def main(argv=None) -> dict:
                 print(f"{device:5s} {enc:12s} {meth:16s} batch {batch:4d}  {rate:10.1f} images/s", flush=True)
     out = {
         "benchmark": "ssl-pretraining",
-        "host": platform.node(), "machine": platform.machine(), "processor": platform.processor(),
-        "torch": torch.__version__, "threads": args.threads,
-        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "machine": machine_info(),
         "rows": rows,
     }
     print()
@@ -111,7 +109,7 @@ def main(argv=None) -> dict:
             vals = {r["method"]: r["images_per_s"] for r in rows if r["device"] == device and r["encoder"] == enc}
             print(f"{device:6s} {enc:12s} " + " ".join(f"{vals.get(m, np.nan):16.1f}" for m in args.methods))
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(out, indent=2))
+    atomic_write_json(args.json, out)
     print(f"\nJSON: {args.json}")
     return out
 

@@ -1,10 +1,11 @@
 import json
+import os
 
 import numpy as np
 import pytest
 
 from darkml.config import StudyConfig
-from darkml.runs import Run, RunError, atomic_write_json
+from darkml.runs import Run, RunError, atomic_write_json, machine_info
 
 
 class Cfg(StudyConfig):
@@ -45,3 +46,10 @@ def test_atomic_write_leaves_no_temp(tmp_path):
     atomic_write_json(tmp_path / "a.json", {"v": np.arange(3), "nan": float("nan")})
     assert json.loads((tmp_path / "a.json").read_text()) == {"v": [0, 1, 2], "nan": None}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
+
+
+def test_machine_info_is_json_ready(tmp_path):
+    info = machine_info()
+    assert info["cpu_count"] == os.cpu_count() and info["torch_threads"] >= 1 and len(info["load_average"]) == 3
+    back = json.loads(atomic_write_json(tmp_path / "m.json", {"machine": info}).read_text())["machine"]
+    assert back["torch"] == info["torch"] and back["load_average"] == list(info["load_average"])

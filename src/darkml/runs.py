@@ -35,7 +35,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=BaseModel)
 
-__all__ = ["Run", "RunError", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "to_jsonable"]
+__all__ = ["Run", "RunError", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "to_jsonable",
+           "machine_info"]
 
 
 class RunError(RuntimeError):
@@ -86,6 +87,19 @@ def to_jsonable(obj: Any) -> Any:
 
 def atomic_write_json(path: Path | str, obj: Any) -> Path:
     return atomic_write_text(path, json.dumps(to_jsonable(obj), indent=2, sort_keys=False) + "\n")
+
+
+def machine_info() -> dict[str, Any]:
+    """Where a measurement was taken: platform, CPU, Python/torch versions, torch's CPU threads,
+    the CUDA device (or None) and the load average at the time of the call (benchmark JSON)."""
+    import platform
+
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version(),
+            "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+            "load_average": os.getloadavg()}
 
 
 def _deep_update(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
