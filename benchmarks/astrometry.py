@@ -159,8 +159,9 @@ def main(argv: list[str] | None = None) -> dict:
             rows.append((nside, name, t, err))
         if args.paired_rounds > 0:
             # the machine's speed drifts between the timings above (minutes apart); here the
-            # reference and the fastest CPU path alternate round by round, so a drift hits both
-            name, kw = [p for p in paths if not p[1]["device"] == "cuda"][-1]
+            # reference and the last CPU path listed (compiled mixed unless --no-compile)
+            # alternate round by round, so a drift hits both
+            name, kw = [p for p in paths if p[1]["device"] != "cuda"][-1]
             ratios, fast_walls, ref_walls = [], [], []
             for i in range(args.paired_rounds):
                 c = cats[i % len(cats)]
@@ -221,7 +222,6 @@ def main(argv: list[str] | None = None) -> dict:
                   f"{pr['speedup_median']:.1f}x median, rounds {min(pr['speedup_rounds']):.1f}-{max(pr['speedup_rounds']):.1f}x")
     print(f"population draw: {t_pop * 1e3:.1f} ms/map; load average {result['machine']['load_average']} -> "
           f"{result['machine']['load_average_end']}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
     bad = [(n, k) for n, r in result["results"].items() for k, v in r.items() if "agrees" in v and not v["agrees"]]

@@ -175,7 +175,6 @@ def main() -> None:
         print(f"{dev:6s}  {what:{width}s}  {val}")
     print(f"load average {results['machine']['load_average']}")
     out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out, results)
     print(f"written {out}")
 

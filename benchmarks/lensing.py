@@ -54,7 +54,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--json", type=Path, default=Path(__file__).resolve().parent / "results" / "lensing.json")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
-    load_start = os.getloadavg()
+    machine = machine_info()
 
     variants = [("torch-cpu", "cpu", False, args.batch_cpu, args.n_torch)]
     if not args.no_compile:
@@ -115,11 +115,10 @@ def main(argv=None) -> dict:
               + f"   {r['speedup_wall']:6.1f}x  [{per_cpu:.1f}x]  rounds {min(rounds):.1f}-{max(rounds):.1f}x")
     result = {
         "rows": rows,
-        "machine": machine_info() | {"load_average_at_start": load_start},
+        "machine": machine | {"load_average_end": os.getloadavg()},
         "settings": vars(args) | {"json": str(args.json)},
         "note": "lenstronomy runs in one process (numpy); torch uses --threads CPU threads. Both include noise.",
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.json, result)
     print(f"\nwritten {args.json}")
     return result

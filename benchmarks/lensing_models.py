@@ -134,7 +134,6 @@ def main(argv=None) -> dict:
         "settings": vars(args) | {"json": str(args.json)},
         "rows": rows,
     }
-    args.json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.json, result)
     print(f"\nwritten {args.json}")
     return result

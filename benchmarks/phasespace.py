@@ -221,7 +221,6 @@ def main() -> None:
           f"load {results['machine']['load_average'][0]:.1f}")
     for k, val in rows:
         print(f"  {k:<{w}}  {val}")
-    args.out.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, results)
     print(f"wrote {args.out}")
 

@@ -108,7 +108,6 @@ def main(argv=None) -> dict:
         for enc in encoders:
             vals = {r["method"]: r["images_per_s"] for r in rows if r["device"] == device and r["encoder"] == enc}
             print(f"{device:6s} {enc:12s} " + " ".join(f"{vals.get(m, np.nan):16.1f}" for m in args.methods))
-    args.json.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.json, out)
     print(f"\nJSON: {args.json}")
     return out

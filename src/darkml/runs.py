@@ -20,6 +20,7 @@ import datetime as _dt
 import json
 import logging
 import os
+import platform
 import tempfile
 import time
 from pathlib import Path
@@ -92,9 +93,7 @@ def atomic_write_json(path: Path | str, obj: Any) -> Path:
 def machine_info() -> dict[str, Any]:
     """Where a measurement was taken: platform, CPU, Python/torch versions, torch's CPU threads,
     the CUDA device (or None) and the load average at the time of the call (benchmark JSON)."""
-    import platform
-
-    import torch
+    import torch  # the foundation's run bookkeeping does not need torch otherwise
 
     return {"platform": platform.platform(), "processor": platform.processor(), "python": platform.python_version(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),

@@ -480,7 +480,7 @@ def signal_maps(catalogues: Sequence[Mapping[str, Any]], nside: int = 32, max_an
         runs = _call("runs", compile, dev, grid, t["theta"], t["phi"], math.radians(max_angle_deg))
         for sub, pix, q_l, q_b in _pair_values(grid, t["table"], runs, quantity, max_pairs or _default_pairs(dev, compile), compile,
                                                precision):
-            target = pix.reshape(-1) if len(catalogues) == 1 else (pix + offset.index_select(0, sub.reshape(-1)).view_as(pix)).reshape(-1)
+            target = (pix if len(catalogues) == 1 else pix + offset[sub]).reshape(-1)
             flat_l.index_add_(0, target, q_l.reshape(-1))
             flat_b.index_add_(0, target, q_b.reshape(-1))
     out = out.permute(1, 0, 2).contiguous()

@@ -118,13 +118,9 @@ def atanh_ratio(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return 0.5 * log1p(2.0 * u / (v - u))
 
 
-#: switch for A/B timing and debugging (read when a kernel is traced; recompiles on change)
-ENABLED = True
-
-
 def use_fast_math(x: torch.Tensor) -> bool:
     """True inside a torch.compile trace of a float32 CPU kernel: use this module's functions.
 
     (On CUDA, Triton's libdevice functions are already fast; the bit-cast path is not used there.)
     """
-    return ENABLED and x.dtype == torch.float32 and x.device.type == "cpu" and torch.compiler.is_compiling()
+    return x.dtype == torch.float32 and x.device.type == "cpu" and torch.compiler.is_compiling()
