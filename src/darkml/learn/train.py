@@ -57,6 +57,8 @@ def _single_log_stream() -> None:
             if type(h) is logging.StreamHandler:
                 lg.removeHandler(h)
         lg.propagate = True
+
+
 log = logging.getLogger(__name__)
 
 __all__ = ["FitResult", "fit", "load_best", "predict", "read_history"]

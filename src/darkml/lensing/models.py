@@ -87,5 +87,3 @@ def build_model(name: str, in_channels: int = 1, num_outputs: int = 3, **kwargs:
             return MODELS[name](in_channels=in_channels, num_outputs=num_outputs, **kwargs)
         except TypeError as exc:
             raise ValueError(f"model {name!r}: bad option ({exc})") from None
-
-
