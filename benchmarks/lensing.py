@@ -27,7 +27,7 @@ import torch
 
 from darkml.lensing.params import CLASS_NAMES, draw_records
 from darkml.lensing.simulate import observe
-from darkml.lensing.study import load_sim_config
+from darkml.lensing.dataset import load_sim_config
 from darkml.runs import atomic_write_json, machine_info
 
 

@@ -7,7 +7,7 @@ without gradients. CPU runs in float32 with ``--threads`` threads; on CUDA each 
 timed in float32 and with mixed precision (bf16 autocast) + channels-last memory format, and
 the table says which helps. Warm-up steps (allocation, cuDNN autotuning, e2cnn basis
 expansion caches) are excluded. Model widths come from a benchmark preset (``model_options``
-of ``src/darkml/lensing/presets/benchmark-<preset>.yaml``), so the numbers describe the
+of ``src/darkml/equivariant/presets/<preset>.yaml``), so the numbers describe the
 networks the benchmark pipeline trains.
 
     .venv/bin/python benchmarks/lensing_models.py                         # quick widths, CPU (and CUDA if present)
@@ -32,8 +32,8 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
-from darkml.lensing.classify import load_benchmark_config  # noqa: E402
-from darkml.lensing.models import build_model, count_parameters  # noqa: E402
+from darkml.equivariant.study import load as load_benchmark_config  # noqa: E402
+from darkml.equivariant.models import build_model, count_parameters  # noqa: E402
 from darkml.runs import atomic_write_json, machine_info  # noqa: E402
 
 

@@ -29,8 +29,9 @@ from pathlib import Path
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from darkml.lensing.pretrain import toy_images
-from darkml.lensing.ssl import METHODS, build_encoder, build_method
+from darkml.learn.ssl import METHODS, build_method
+from darkml.ssl.data import toy_images
+from darkml.ssl.encoders import build_encoder
 from darkml.runs import atomic_write_json, machine_info
 
 

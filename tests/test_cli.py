@@ -5,13 +5,13 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from darkml.cli import STUDIES, app
 
 
 def test_help_lists_every_study_without_importing_torch():
-    code = ("import sys; from typer.testing import CliRunner; from darkml.cli import app; "
+    code = ("import sys; from click.testing import CliRunner; from darkml.cli import app; "
             "r = CliRunner().invoke(app, ['--help']); assert r.exit_code == 0, r.output; "
             "print(r.output); print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout

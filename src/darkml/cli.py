@@ -1,35 +1,243 @@
-"""The ``darkml`` command: ``darkml <study> <stage> [--preset P] [--set key=value] …``.
+"""The ``darkml`` command, built from the registered studies by one factory.
 
-Each study contributes a typer sub-app from ``darkml/<study>/cli.py``; this module only
-assembles them (importing a study's module when that study is invoked), so ``darkml --help`` lists the studies and ``darkml <study> --help`` its
-stages. Everything a command does is also callable from Python via the study's ``study.py``.
+Every study gets the same commands and options::
+
+    darkml <study> <stage> [--preset P] [--set key=value]... [--run-dir DIR] [execution options]
+    darkml <study> run     [same] [--dry-run]          all stages; finished stages are skipped
+    darkml <study> config  [--preset P] [--set k=v]... [--run-dir DIR]   the resolved YAML
+    darkml presets                                      every study's presets, one line each
+
+Execution options appear on the stages that use them: ``--workers/-j`` and ``--scheduler``
+(data generation), ``--devices`` and ``--accelerator`` (training). Studies are imported only
+when invoked, so ``darkml --help`` and ``darkml presets`` need neither torch nor lightning.
+User errors (config, paths, data) are one line on stderr with exit code 2.
 """
 
 from __future__ import annotations
 
 import importlib
+import importlib.util
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
 
 import click
-import typer
-from typer.core import TyperGroup
 
 from . import __version__
+from .config import ConfigError, dump_yaml, list_presets, preset_description
+from .runs import Run, RunError
+from .storage import DatasetError
 
-STUDIES = {
-    "astrometry": "Astrometric lensing of quasars by Milky Way subhalos (ResNet-18 on HEALPix maps).",
-    "lensing": "Strong-lensing images: simulator, equivariant networks, self-supervised learning.",
-    "phasespace": "Normalizing flows on stellar phase space: accelerations and dark-matter density.",
-    "gas": "13CO gas maps from 12CO with Gaussian processes and a patch CNN.",
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class StudyEntry:
+    """Where a study lives (imported on first use) and its one-line help."""
+
+    package: str
+    help: str
+
+    @property
+    def presets(self) -> Path:
+        spec = importlib.util.find_spec(self.package)
+        assert spec is not None and spec.submodule_search_locations, self.package
+        return Path(list(spec.submodule_search_locations)[0]) / "presets"
+
+    def load(self):
+        return importlib.import_module(f"{self.package}.study").STUDY
+
+
+#: the registered studies: one line each
+STUDIES: dict[str, StudyEntry] = {
+    "astrometry": StudyEntry("darkml.astrometry", "Astrometric lensing of quasars by Milky Way subhalos (ResNet-18 on HEALPix maps)."),
+    "lensing": StudyEntry("darkml.lensing", "Strong-lensing images: no substructure / CDM subhalos / axion vortices."),
+    "equivariant": StudyEntry("darkml.equivariant", "Equivariant networks vs ResNet50 on strong-lensing images."),
+    "ssl": StudyEntry("darkml.ssl", "Self-supervised pre-training (SimCLR, BYOL, SimSiam, DINO) on strong-lensing images."),
+    "phasespace": StudyEntry("darkml.phasespace", "Normalizing flows on stellar phase space: accelerations and dark-matter density."),
+    "gas": StudyEntry("darkml.gas", "13CO gas maps from 12CO with Gaussian processes and a patch CNN."),
+}
+
+#: old spellings, kept for one release: (study, command) -> (study, command)
+ALIASES: dict[tuple[str, str], tuple[str, str]] = {
+    ("lensing", "benchmark"): ("equivariant", "run"),
+    ("lensing", "ssl"): ("ssl", "run"),
+}
+
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError, DatasetError, RunError, FileNotFoundError,
+                                                NotADirectoryError)
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """Rich log lines on stderr (results go to stdout)."""
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    root = logging.getLogger()
+    if any(isinstance(h, RichHandler) for h in root.handlers):
+        return
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(message)s", datefmt="[%X]",
+                        handlers=[RichHandler(show_path=False, rich_tracebacks=True, console=Console(stderr=True))])
+    for noisy in ("lightning", "lightning.pytorch", "distributed", "matplotlib", "numba", "PIL", "fsspec"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _user_errors(study, fn: Callable[..., Any]) -> Callable[..., Any]:
+    errors = USER_ERRORS + tuple(getattr(study, "user_errors", ()) or ())
+
+    def wrapper(**kwargs: Any) -> Any:
+        try:
+            return fn(**kwargs)
+        except errors as exc:  # type: ignore[misc]
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+def _human(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return str(n)  # pragma: no cover
+
+
+# ---- the factory -------------------------------------------------------------------------
+_EXEC_PARAMS = {
+    "workers": lambda: click.Option(["--workers", "-j"], type=click.IntRange(min=1), default=None,
+                                    help="local worker processes for data generation (default 1)"),
+    "scheduler": lambda: click.Option(["--scheduler"], default=None,
+                                      help="Dask scheduler address (tcp://host:8786), or 'local' for a LocalCluster"),
+    "devices": lambda: click.Option(["--devices"], default=None,
+                                    help="training devices: 'auto' or a device count (>1 uses DDP)"),
+    "accelerator": lambda: click.Option(["--accelerator"], default=None, help="auto, cpu or gpu"),
 }
 
 
-class _LazyStudies(TyperGroup):
-    """Imports a study's CLI (and with it torch, lightning, …) only when that study is invoked.
+def _common_params(study, with_shortcuts: bool) -> list[click.Parameter]:
+    params: list[click.Parameter] = [
+        click.Option(["--preset", "-p"], default=None,
+                     help=f"preset (default {study.default_preset}; `darkml presets` lists them)"),
+        click.Option(["--set", "-s", "sets"], multiple=True, help="override a config value, e.g. --set train.lr=1e-3 (repeatable)"),
+        click.Option(["--run-dir", "-o"], type=click.Path(path_type=Path), default=None,
+                     help=f"run directory (default runs/{study.name}-<preset>-<time>)"),
+    ]
+    if with_shortcuts:
+        for sc in study.shortcuts:
+            names = [sc.flag] + ([sc.short] if sc.short else [])
+            params.append(click.Option(names, sc.dest, type=sc.type, default=None, help=sc.help))
+    return params
 
-    ``darkml --help`` lists the studies from :data:`STUDIES` without importing any of them; a
-    study whose dependencies are missing fails with a one-line message naming the import that
-    failed, and leaves the other studies usable.
-    """
+
+def _config_for(study, preset, sets, run_dir, shortcuts) -> Any | None:
+    """The config to create a run with, or None to use the one stored in ``run_dir``."""
+    if run_dir is not None and Path(run_dir).exists() and not Path(run_dir).is_dir():
+        raise RunError(f"--run-dir {run_dir}: is a file, not a directory")
+    stored = run_dir is not None and Run(run_dir).config_path.is_file()
+    given = {k: v for k, v in (shortcuts or {}).items() if v is not None}
+    if stored and preset is None and not sets and not given:
+        return None
+    if stored and preset is None:  # --set on an existing run: start from its own preset
+        preset = Run(run_dir).config_dict().get("preset")
+    return study.load(preset, list(sets), given)
+
+
+def _stage_command(study, stage) -> click.Command:
+    first = stage.name == study.stages[0].name
+    params = _common_params(study, with_shortcuts=first)
+    params += [_EXEC_PARAMS[name]() for name in stage.uses]
+    params.append(click.Option(["--verbose", "-v"], is_flag=True, help="debug logging"))
+
+    def callback(preset=None, sets=(), run_dir=None, verbose=False, **rest):
+        from .study import execute
+
+        setup_logging(verbose)
+        shortcuts = {s.dest: rest.pop(s.dest, None) for s in study.shortcuts}
+        cfg = _config_for(study, preset, sets, run_dir, shortcuts)
+        run, results = execute(study, cfg, run_dir, [stage.name], **rest)
+        out = results.get(stage.name)
+        text = stage.echo(out) if stage.echo else (f"{stage.name}: {out}" if isinstance(out, (str, Path)) else None)
+        if text:
+            click.echo(text)
+        click.echo(f"run: {run.path}")
+
+    return click.Command(stage.name, params=params, callback=_user_errors(study, callback), help=stage.help)
+
+
+def _run_command(study) -> click.Command:
+    uses = [name for name in _EXEC_PARAMS if any(name in s.uses for s in study.stages)]
+    params = _common_params(study, with_shortcuts=True) + [_EXEC_PARAMS[n]() for n in uses]
+    params += [click.Option(["--dry-run"], is_flag=True, help="print the resolved config, the stages and the expected "
+                                                                  "output sizes; do no work"),
+               click.Option(["--verbose", "-v"], is_flag=True, help="debug logging")]
+
+    def callback(preset=None, sets=(), run_dir=None, verbose=False, dry_run=False, **rest):
+        from .study import check_execution, execute
+
+        shortcuts = {s.dest: rest.pop(s.dest, None) for s in study.shortcuts}
+        cfg = _config_for(study, preset, sets, run_dir, shortcuts)
+        if dry_run:
+            check_execution({k: v for k, v in rest.items() if v is not None})
+            click.echo(_dry_run(study, cfg, run_dir))
+            return
+        setup_logging(verbose)
+        run, _ = execute(study, cfg, run_dir, None, **rest)
+        click.echo(f"report: {run.report_path}" if run.report_path.is_file() else f"run: {run.path}")
+
+    return click.Command("run", params=params, callback=_user_errors(study, callback),
+                         help=f"All stages ({' -> '.join(s.name for s in study.stages)}); finished stages are skipped.")
+
+
+def _dry_run(study, cfg, run_dir) -> str:
+    if cfg is None:
+        run = Run.open(run_dir) if run_dir is not None else None
+        cfg = run.load_config(study.config_model) if run else None
+    lines = [f"# darkml {study.name} run --dry-run: nothing is executed",
+             f"# run directory: {run_dir if run_dir is not None else Run.default_path(study.name, cfg.preset)}",
+             "# stages:"]
+    done = Run(run_dir).info().get("stages", {}) if run_dir is not None else {}
+    for st in study.stages:
+        state = " (finished: skipped)" if done.get(st.name, {}).get("status") == "finished" else ""
+        opts = f" [uses {', '.join(st.uses)}]" if st.uses else ""
+        lines.append(f"#   {st.name}{opts}: {st.help}{state}")
+    if study.expected_outputs is not None:
+        lines.append("# expected outputs:")
+        for name, size in study.expected_outputs(cfg).items():
+            lines.append(f"#   {name}: ~{_human(int(size))}")
+    lines.append(dump_yaml(cfg).rstrip())
+    return "\n".join(lines)
+
+
+def _config_command(study) -> click.Command:
+    params = _common_params(study, with_shortcuts=True)
+
+    def callback(preset=None, sets=(), run_dir=None, **rest):
+        shortcuts = {s.dest: rest.pop(s.dest, None) for s in study.shortcuts}
+        cfg = _config_for(study, preset, sets, run_dir, shortcuts)
+        if cfg is None:
+            cfg = Run.open(run_dir).load_config(study.config_model)
+        click.echo(dump_yaml(cfg).rstrip())
+
+    return click.Command("config", params=params, callback=_user_errors(study, callback),
+                         help="Print the resolved config (preset + --set overrides, or a run's stored config).")
+
+
+def study_group(study, name: str | None = None, help: str | None = None) -> click.Group:
+    """``darkml <study> <stage>|run|config`` for one :class:`darkml.study.Study`."""
+    group = click.Group(name or study.name, help=help or study.title, no_args_is_help=True)
+    for stage in study.stages:
+        group.add_command(_stage_command(study, stage))
+    group.add_command(_run_command(study))
+    group.add_command(_config_command(study))
+    return group
+
+
+class _LazyStudies(click.Group):
+    """Imports a study (and with it torch, lightning, …) only when that study is invoked."""
 
     _listing = False
 
@@ -40,15 +248,10 @@ class _LazyStudies(TyperGroup):
         if name not in STUDIES or name in self.commands:
             return super().get_command(ctx, name)
         if self._listing:  # help text only: a placeholder, no import
-            return click.Group(name=name, help=STUDIES[name])
-        try:
-            mod = importlib.import_module(f"darkml.{name}.cli")
-        except ImportError as exc:
-            raise click.UsageError(f"study {name!r} is unavailable: {exc}") from exc
-        cmd = typer.main.get_group(mod.app)
-        cmd.name, cmd.help = name, STUDIES[name]
-        self.add_command(cmd, name)
-        return cmd
+            return click.Group(name=name, help=STUDIES[name].help)
+        group = build_study_group(name)
+        self.add_command(group, name)
+        return group
 
     def format_help(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         self._listing = True
@@ -58,26 +261,58 @@ class _LazyStudies(TyperGroup):
             self._listing = False
 
 
-app = typer.Typer(
-    name="darkml",
-    cls=_LazyStudies,
-    help="Machine-learning searches for dark matter: simulate -> learn -> measure -> report.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+def load_study(name: str):
+    if name not in STUDIES:
+        raise click.UsageError(f"unknown study {name!r} (available: {', '.join(STUDIES)})")
+    try:
+        return STUDIES[name].load()
+    except ImportError as exc:
+        raise click.UsageError(f"study {name!r} is unavailable: {exc}") from exc
 
 
-@app.callback()
-def _main() -> None:
+def build_study_group(name: str) -> click.Group:
+    group = study_group(load_study(name), name, STUDIES[name].help)
+    for (owner, alias), (target, command) in ALIASES.items():
+        if owner == name:
+            cmd = study_group(load_study(target)).commands[command]
+            cmd.name, cmd.hidden = alias, True
+            cmd.help = f"(deprecated alias of `darkml {target} {command}`) {cmd.help}"
+            group.add_command(cmd, alias)
+    return group
+
+
+@click.group("darkml", cls=_LazyStudies, no_args_is_help=True)
+def app() -> None:
     """Machine-learning searches for dark matter: simulate -> learn -> measure -> report."""
 
 
 @app.command()
 def version() -> None:
     """Print the darkml version."""
-    typer.echo(__version__)
+    click.echo(__version__)
+
+
+@app.command()
+def presets() -> None:
+    """List every study's presets: `<study> <preset> <description>`, one line each."""
+    for name, entry in STUDIES.items():
+        for preset in list_presets(entry.presets):
+            click.echo(f"{name} {preset} {preset_description(entry.presets / f'{preset}.yaml')}")
+
+
+def stage_table() -> str:
+    """The README's stage table, generated from the registered studies."""
+    rows = ["| study | stages | presets |", "|---|---|---|"]
+    for name in STUDIES:
+        study = load_study(name)
+        rows.append(f"| `{name}` | {' → '.join(f'`{s.name}`' for s in study.stages)} | "
+                    f"{', '.join(f'`{p}`' for p in study.preset_names())} |")
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":  # pragma: no cover
     app()
+
+
+__all__ = ["app", "STUDIES", "ALIASES", "StudyEntry", "study_group", "build_study_group", "load_study", "stage_table",
+           "setup_logging"]

@@ -14,6 +14,8 @@ the field, the value and the allowed range::
 from __future__ import annotations
 
 import copy
+import difflib
+import re
 from pathlib import Path
 from typing import Any, Iterable, TypeVar
 
@@ -29,6 +31,8 @@ __all__ = [
     "apply_overrides",
     "config_to_dict",
     "list_presets",
+    "read_preset",
+    "preset_description",
     "dump_yaml",
 ]
 
@@ -79,7 +83,19 @@ def _describe(err: dict[str, Any]) -> str:
     return msg
 
 
-def _format_validation_error(prefix: str, exc: ValidationError) -> str:
+def _section_fields(model_cls: type[BaseModel] | None, loc: tuple) -> list[str]:
+    """Field names of the config section at ``loc`` (for "did you mean" hints)."""
+    node: Any = model_cls
+    for part in loc:
+        fields = getattr(node, "model_fields", None)
+        if not fields or part not in fields:
+            return []
+        ann = fields[part].annotation
+        node = next((a for a in (ann, *getattr(ann, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    return list(getattr(node, "model_fields", {}) or [])
+
+
+def _format_validation_error(prefix: str, exc: ValidationError, model_cls: type[BaseModel] | None = None) -> str:
     parts = []
     for err in exc.errors():
         loc = ".".join(str(p) for p in err.get("loc", ()))
@@ -94,7 +110,12 @@ def _format_validation_error(prefix: str, exc: ValidationError) -> str:
             shown = repr(value)
             if len(shown) > 60:
                 shown = shown[:57] + "..."
-        parts.append(f"{name} = {shown}: {_describe(err)}")
+        why = _describe(err)
+        if err.get("type") == "extra_forbidden":
+            close = difflib.get_close_matches(str(err["loc"][-1]), _section_fields(model_cls, tuple(err["loc"][:-1])), n=1)
+            if close:
+                why += f" (did you mean {'.'.join([*map(str, err['loc'][:-1]), close[0]])}?)"
+        parts.append(f"{name} = {shown}: {why}")
     return "; ".join(parts)
 
 
@@ -104,7 +125,7 @@ def validate(model_cls: type[T], data: dict[str, Any], prefix: str | None = None
         return model_cls.model_validate(data)
     except ValidationError as exc:
         study = prefix if prefix is not None else str(data.get("study", "") or "config")
-        raise ConfigError(_format_validation_error(study, exc)) from None
+        raise ConfigError(_format_validation_error(study, exc, model_cls)) from None
 
 
 def _parse_override(item: str) -> tuple[list[str], Any]:
@@ -141,6 +162,26 @@ def apply_overrides(data: dict[str, Any], overrides: Iterable[str]) -> dict[str,
 
 def list_presets(presets_dir: Path) -> list[str]:
     return sorted(p.stem for p in Path(presets_dir).glob("*.yaml"))
+
+
+def preset_description(path: Path | str) -> str:
+    """A preset's one-line description: the first sentence of its leading comment."""
+    lines = []
+    for line in Path(path).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    text = " ".join(lines).strip()
+    if text.startswith("`") and "`:" in text:  # drop a leading "`darkml … --preset X`:" usage note
+        text = text.split("`:", 1)[1].strip()
+    end = re.search(r"(?<=\w{4})\.(\s|$)", text)  # a sentence end, not "Sec. III"
+    text = text[: end.start() + 1] if end else text
+    return text if len(text) <= 110 else text[:107].rstrip() + "..."
+
+
+def read_preset(presets_dir: Path | str, preset: str) -> dict[str, Any]:
+    """The preset's raw dict (after ``inherit:``), before overrides and validation."""
+    return _read_preset(Path(presets_dir), preset)
 
 
 def _read_preset(presets_dir: Path, preset: str) -> dict[str, Any]:

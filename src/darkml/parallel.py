@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+import re
 import sys
 import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -23,7 +24,22 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-__all__ = ["chunk_rng", "torch_generator", "run_chunks", "progress"]
+__all__ = ["chunk_rng", "torch_generator", "run_chunks", "progress", "check_scheduler_address"]
+
+
+_ADDRESS = re.compile(r"^(?:(tcp|tls|inproc|ucx|ws|wss)://)?[A-Za-z0-9_.\-\[\]:]+:(\d{1,5})$")
+
+
+def check_scheduler_address(address: str) -> str:
+    """Check a Dask scheduler address's syntax before any work: ``local`` or ``[proto://]host:port``."""
+    from .config import ConfigError
+
+    if address == "local":
+        return address
+    m = _ADDRESS.match(address or "")
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise ConfigError(f"--scheduler = {address!r}: must be 'local' or a Dask address such as tcp://host:8786")
+    return address
 
 
 def chunk_rng(seed: int, chunk_id: int, *stream: int) -> np.random.Generator:

@@ -3,6 +3,8 @@
 A run directory holds::
 
     config.yaml       the validated config the run was made with
+    run.json          provenance: darkml version, git commit, packages, machine, command
+                      lines, seed, and per-stage start/end/wall time and status
     dataset/          the study's dataset(s) (zarr stores)
     checkpoints/      model checkpoints (Lightning .ckpt), one folder per model tag
     figures/          PNG/PDF figures
@@ -21,6 +23,8 @@ import json
 import logging
 import os
 import platform
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -37,7 +41,17 @@ log = logging.getLogger(__name__)
 T = TypeVar("T", bound=BaseModel)
 
 __all__ = ["Run", "RunError", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "to_jsonable",
-           "machine_info"]
+           "machine_info", "provenance"]
+
+#: packages whose versions a run records (those installed)
+KEY_PACKAGES = ("numpy", "scipy", "torch", "torchvision", "lightning", "zarr", "healpy", "astropy", "lenstronomy",
+                "e2cnn", "lightly", "zuko", "gpytorch", "galpy", "captum", "dask", "pydantic", "matplotlib")
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 class RunError(RuntimeError):
@@ -49,6 +63,7 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; keep the umask's permissions
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -101,6 +116,46 @@ def machine_info() -> dict[str, Any]:
             "load_average": os.getloadavg()}
 
 
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=Path(__file__).resolve().parent, capture_output=True, text=True,
+                             timeout=5)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def provenance() -> dict[str, Any]:
+    """Where a run came from: darkml version, git commit and dirty flag (from a checkout),
+    Python/torch/CUDA and key package versions, machine."""
+    from importlib import metadata
+
+    from . import __version__
+
+    packages = {}
+    for name in KEY_PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    commit = _git("rev-parse", "HEAD")
+    git = None
+    if commit:
+        status = _git("status", "--porcelain", "--untracked-files=no")
+        git = {"commit": commit, "dirty": bool(status)}
+    cuda = None
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        cuda = {"version": torch.version.cuda, "device": torch.cuda.get_device_name(0)} if torch.cuda.is_available() else None
+    return {"darkml": __version__, "git": git, "python": platform.python_version(), "packages": packages, "cuda": cuda,
+            "machine": {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                        "cpu_count": os.cpu_count(), "hostname": platform.node()}}
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
 def _deep_update(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
     for k, v in b.items():
         if isinstance(v, dict) and isinstance(a.get(k), dict):
@@ -122,6 +177,10 @@ class Run:
     @property
     def config_path(self) -> Path:
         return self.path / "config.yaml"
+
+    @property
+    def info_path(self) -> Path:
+        return self.path / "run.json"
 
     @property
     def dataset_path(self) -> Path:
@@ -169,6 +228,8 @@ class Run:
         """
         preset = getattr(config, "preset", "custom")
         target = Path(path) if path is not None else cls.default_path(study, preset, root)
+        if target.exists() and not target.is_dir():
+            raise RunError(f"--run-dir {target}: is a file, not a directory")
         run = cls(target)
         new = config_to_dict(config)
         if run.config_path.exists():
@@ -188,16 +249,49 @@ class Run:
             log.info("created run %s", target)
         for sub in (run.checkpoints, run.figures, run.logs):
             sub.mkdir(parents=True, exist_ok=True)
+        run._record_invocation(study, new.get("seed"))
         return run
 
     @classmethod
     def open(cls, path: Path | str) -> "Run":
         run = cls(path)
+        if Path(path).exists() and not Path(path).is_dir():
+            raise RunError(f"--run-dir {path}: is a file, not a directory")
         if not run.config_path.is_file():
             raise RunError(f"{path} is not a darkml run directory (no config.yaml); run the study's first stage there")
         for sub in (run.checkpoints, run.figures, run.logs):
             sub.mkdir(parents=True, exist_ok=True)
+        run._record_invocation(run.config_dict().get("study") or None, run.config_dict().get("seed"))
         return run
+
+    # ---- provenance (run.json) -----------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        if not self.info_path.is_file():
+            return {}
+        return json.loads(self.info_path.read_text())
+
+    def _write_info(self, info: dict[str, Any]) -> None:
+        atomic_write_json(self.info_path, info)
+
+    def _record_invocation(self, study: str | None, seed: Any) -> None:
+        """Create run.json on first use; append this process's command line once."""
+        info = self.info()
+        if not info:
+            info = {"study": study, "seed": seed, "created": _now(), **provenance(), "invocations": [], "stages": {}}
+        command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        pid = os.getpid()
+        if not any(i.get("pid") == pid and i.get("command") == command for i in info["invocations"][-1:]):
+            info["invocations"].append({"time": _now(), "command": command, "pid": pid,
+                                        "darkml": provenance()["darkml"], "git": info.get("git")})
+        self._write_info(info)
+
+    def stage_finished(self, name: str) -> bool:
+        return self.info().get("stages", {}).get(name, {}).get("status") == "finished"
+
+    def _record_stage(self, name: str, **fields: Any) -> None:
+        info = self.info() or {"stages": {}, "invocations": []}
+        info.setdefault("stages", {}).setdefault(name, {}).update(fields)
+        self._write_info(info)
 
     def config_dict(self) -> dict[str, Any]:
         return yaml.safe_load(self.config_path.read_text()) or {}
@@ -224,11 +318,19 @@ class Run:
 
     @contextlib.contextmanager
     def stage(self, name: str) -> Iterator[None]:
-        """Log the start/end of a stage and record its wall time in ``metrics.json``."""
+        """Log the start/end of a stage; record start/end/wall time and status in ``run.json``
+        and the wall time in ``metrics.json``."""
         log.info("stage %s: start (%s)", name, self.path)
+        self._record_stage(name, start=_now(), end=None, wall_s=None, status="running")
         t0 = time.perf_counter()
-        yield
+        try:
+            yield
+        except BaseException as exc:
+            status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
+            self._record_stage(name, end=_now(), wall_s=round(time.perf_counter() - t0, 3), status=status)
+            raise
         dt = time.perf_counter() - t0
+        self._record_stage(name, end=_now(), wall_s=round(dt, 3), status="finished")
         self.update_metrics({"timings_s": {name: round(dt, 3)}})
         log.info("stage %s: done in %.1f s", name, dt)
 

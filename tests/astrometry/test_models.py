@@ -18,7 +18,7 @@ def test_forward_shapes(name):
     with torch.no_grad():
         out = build_model(name).eval()(torch.randn(1, 2, 64, 128))  # the study's input: (mu_l, mu_b), 64 x 128
         assert out.shape == (1, 2) and torch.isfinite(out).all()
-        net3 = build_model(name, in_channels=3, num_classes=2).eval()  # + a count/mask channel, smaller image
+        net3 = build_model(name, in_channels=3, num_outputs=2).eval()  # + a count/mask channel, smaller image
         assert net3(torch.randn(1, 3, 32, 64)).shape == (1, 2)
 
 

@@ -5,7 +5,7 @@ import shutil
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from darkml.astrometry import simulate as sim
 from darkml.astrometry import study

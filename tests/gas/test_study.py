@@ -5,11 +5,11 @@ import json
 import numpy as np
 import pytest
 from astropy.io import fits
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from darkml.config import ConfigError
 from darkml.gas import study
-from darkml.gas.cli import app
+from darkml.cli import app
 from darkml.storage import SampleStore
 
 TINY = [
@@ -45,17 +45,17 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     store = SampleStore.open(run.dataset_path)
     assert store.n_samples == 6 + 2 and store.attrs["source"] == "synthetic"
     # resume: a second train call reuses GP and CNN checkpoints
-    out = study.train(cfg, run)
+    out = study.train(run)
     assert out["gp"]["n_gps"] >= 2 and out["cnn"]["cnn_wmae"]["epochs"] >= 1
 
     # the CLI reads the stored config from the run directory
-    res = CliRunner().invoke(app, ["evaluate", "--run-dir", str(run.path)])
+    res = CliRunner().invoke(app, ["gas", "evaluate", "--run-dir", str(run.path)])
     assert res.exit_code == 0, res.output
     assert "cnn_wmae" in res.output
 
 
 def test_cli_bad_config_is_one_line_error(tmp_path):
-    res = CliRunner().invoke(app, ["simulate", "--set", "cnn.window=4", "--run-dir", str(tmp_path / "x")])
+    res = CliRunner().invoke(app, ["gas", "simulate", "--set", "cnn.window=4", "--run-dir", str(tmp_path / "x")])
     assert res.exit_code == 2
     assert "cnn.window = 4: must be odd" in res.output
     with pytest.raises(ConfigError, match="sky.pixels_per_tile"):
@@ -83,7 +83,7 @@ def test_mopra_folder_becomes_the_dataset(tmp_path):
         _write_cube(folder / f"G{lc}-13CO_Vcrop.fits", lc, 0.3 * data)
     cfg = study.load("quick", ["data.train_l_deg=[336.0,338.0]", "data.test_l_deg=[338.0,339.0]"], mopra_dir=str(folder))
     run = study.create_run(cfg, tmp_path / "run")
-    store = study.simulate(cfg, run)
+    store = study.simulate(run)
     assert store.n_samples == 3 and store.attrs["source"] == "mopra"
     prep = study.prepare(cfg, store)
     assert prep.test.src.shape == (17, 8, 8) and not prep.synthetic and prep.floor is None

@@ -3,7 +3,7 @@
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
+from click.testing import CliRunner
 
 from darkml.config import ConfigError
 from darkml.phasespace.flows import SupportError
@@ -47,7 +47,7 @@ def test_tiny_pipeline_end_to_end(tmp_path):
         study.accelerations_at(cfg, run, [[8.122, 0.0, 4.0]])
     # a second run resumes: nothing is retrained (done.json) and the data are reused
     before = (run.checkpoints / "original" / "m0" / "best.ckpt").stat().st_mtime
-    study.train(cfg, Run.open(run.path))
+    study.train(Run.open(run.path))
     assert (run.checkpoints / "original" / "m0" / "best.ckpt").stat().st_mtime == before
     # a different config in the same run directory is refused
     with pytest.raises(RunError, match="different config"):
@@ -57,13 +57,13 @@ def test_tiny_pipeline_end_to_end(tmp_path):
 def test_catalogue_input(tmp_path):
     cfg = study.load("quick", TINY + ["smearing.enabled=false"])
     run = study.open_run(cfg, tmp_path / "mock")
-    study.simulate(cfg, run)
+    study.simulate(run)
     x, v = study.load_stars(run, cfg, "original")
     pd.DataFrame({"x": x[:, 0], "y": x[:, 1], "z": x[:, 2], "vx": v[:, 0], "vy": v[:, 1], "vz": v[:, 2]}).to_csv(
         tmp_path / "stars.csv", index=False)
     cfg2 = study.load("quick", TINY + [f"catalogue.path={tmp_path / 'stars.csv'}", "smearing.reperturb=true"])
     run2 = study.open_run(cfg2, tmp_path / "cat")
-    study.simulate(cfg2, run2)
+    study.simulate(run2)
     assert study.dataset_names(cfg2) == ["original", "reperturbed"]
     x2, v2 = study.load_stars(run2, cfg2, "original")
     np.testing.assert_allclose(x2, x)
@@ -76,7 +76,7 @@ def test_simulation_is_deterministic_across_workers(tmp_path):
     runs = []
     for name, workers in (("a", 1), ("b", 2)):
         run = study.open_run(cfg, tmp_path / name)
-        study.simulate(cfg, run, workers=workers)
+        study.simulate(run, workers=workers)
         runs.append(run)
     for key in ("original", "smeared", "reperturbed"):
         xa, va = study.load_stars(runs[0], cfg, key)
@@ -97,15 +97,15 @@ def test_config_errors_name_the_field():
 
 
 def test_cli_reports_user_errors(tmp_path):
-    from darkml.phasespace.cli import app
+    from darkml.cli import app
 
-    r = CliRunner().invoke(app, ["simulate", "--set", "measure.truncation=9", "--run-dir", str(tmp_path / "r")])
+    r = CliRunner().invoke(app, ["phasespace", "simulate", "--set", "measure.truncation=9", "--run-dir", str(tmp_path / "r")])
     assert r.exit_code == 2 and "truncation" in r.output
-    r = CliRunner().invoke(app, ["evaluate", "--run-dir", str(tmp_path / "nothing")])
+    r = CliRunner().invoke(app, ["phasespace", "evaluate", "--run-dir", str(tmp_path / "nothing")])
     assert r.exit_code == 2 and "not a darkml run directory" in r.output
     bad = tmp_path / "bad.csv"
     pd.DataFrame({"x": [8.0] * 10, "y": [0.0] * 10, "z": [0.0] * 10}).to_csv(bad, index=False)
-    r = CliRunner().invoke(app, ["simulate", "--set", f"catalogue.path={bad}", "--run-dir", str(tmp_path / "c")])
+    r = CliRunner().invoke(app, ["phasespace", "simulate", "--set", f"catalogue.path={bad}", "--run-dir", str(tmp_path / "c")])
     assert r.exit_code == 2 and "missing column" in r.output
 
 

@@ -3,9 +3,9 @@
 Built from torchvision's definitions with random initialisation (no pretrained weights) and
 adapted to the study's input — a (C, 64, 128) plate carrée image of the proper-motion map with
 C = 2 channels (mu_l, mu_b; optionally a third count/mask channel: ``in_channels``) — and to
-``num_classes`` = 2 logits (no-signal, signal):
+``num_outputs`` = 2 logits (no-signal, signal):
 
-* ``resnet18``: torchvision's ResNet-18 with its first convolution taking ``in_channels``; the
+* ``resnet18``: the shared ResNet builder (:mod:`darkml.learn.resnet`), first convolution taking ``in_channels``; the
   global average pool already handles any input size (a 64 x 128 input reaches layer4 at 2 x 4).
 * ``vgg11``: torchvision's VGG-11 convolutional body (8 conv layers, 5 max-pools: 64 x 128 ->
   2 x 4) with the first convolution taking ``in_channels``; the classifier's adaptive pool is
@@ -23,15 +23,15 @@ All three accept other input sizes down to 32 x 64 (adaptive pooling); models re
 
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 from torch import nn
 from torchvision import models as tvm
 
 from ..learn.modules import count_parameters
+from ..learn.registry import create_model, register_model
+from ..learn.resnet import resnet18  # noqa: F401 (registers resnet18: the one ResNet builder)
 
-__all__ = ["MODELS", "build_model", "resnet18", "vgg11", "alexnet"]
+__all__ = ["MODELS", "build_model", "vgg11", "alexnet"]
 
 
 def _replace_first_conv(conv: nn.Conv2d, in_channels: int, stride: int | None = None, padding: int | None = None) -> nn.Conv2d:
@@ -40,16 +40,10 @@ def _replace_first_conv(conv: nn.Conv2d, in_channels: int, stride: int | None = 
                      padding=conv.padding if padding is None else padding, bias=conv.bias is not None)
 
 
-def resnet18(in_channels: int = 2, num_classes: int = 2) -> nn.Module:
-    """ResNet-18 (He et al. 2015) with ``in_channels`` inputs and ``num_classes`` logits."""
-    m = tvm.resnet18(weights=None, num_classes=num_classes)
-    m.conv1 = _replace_first_conv(m.conv1, in_channels)
-    return m
-
-
-def vgg11(in_channels: int = 2, num_classes: int = 2) -> nn.Module:
+@register_model("vgg11", description="VGG-11 (64 x 128 inputs)", options=False)
+def vgg11(in_channels: int = 2, num_outputs: int = 2) -> nn.Module:
     """VGG-11 (Simonyan & Zisserman 2014, configuration A) adapted to 64 x 128 inputs (see module docstring)."""
-    m = tvm.vgg11(weights=None, num_classes=num_classes)
+    m = tvm.vgg11(weights=None, num_classes=num_outputs)
     m.features[0] = _replace_first_conv(m.features[0], in_channels)
     m.avgpool = nn.AdaptiveAvgPool2d((2, 4))
     m.classifier[0] = nn.Linear(512 * 2 * 4, m.classifier[0].out_features)
@@ -58,9 +52,10 @@ def vgg11(in_channels: int = 2, num_classes: int = 2) -> nn.Module:
     return m
 
 
-def alexnet(in_channels: int = 2, num_classes: int = 2) -> nn.Module:
+@register_model("alexnet", description="AlexNet (64 x 128 inputs)", options=False)
+def alexnet(in_channels: int = 2, num_outputs: int = 2) -> nn.Module:
     """AlexNet (Krizhevsky et al. 2012) adapted to 64 x 128 inputs (see module docstring)."""
-    m = tvm.alexnet(weights=None, num_classes=num_classes)
+    m = tvm.alexnet(weights=None, num_classes=num_outputs)
     m.features[0] = _replace_first_conv(m.features[0], in_channels, stride=2, padding=5)
     m.avgpool = nn.AdaptiveAvgPool2d((3, 7))
     m.classifier[1] = nn.Linear(256 * 3 * 7, m.classifier[1].out_features)
@@ -69,17 +64,17 @@ def alexnet(in_channels: int = 2, num_classes: int = 2) -> nn.Module:
     return m
 
 
-#: architectures by name; each factory takes (in_channels, num_classes)
-MODELS: dict[str, Callable[..., nn.Module]] = {"resnet18": resnet18, "vgg11": vgg11, "alexnet": alexnet}
+#: the study's architectures (all from the shared registry, :mod:`darkml.learn.registry`)
+MODELS: tuple[str, ...] = ("resnet18", "vgg11", "alexnet")
 
 
-def build_model(name: str, in_channels: int = 2, num_classes: int = 2) -> nn.Module:
-    """A freshly initialised model from :data:`MODELS` (the caller seeds torch for reproducibility)."""
+def build_model(name: str, in_channels: int = 2, num_outputs: int = 2) -> nn.Module:
+    """A freshly initialised study model (the caller seeds torch for reproducibility)."""
     if name not in MODELS:
         raise ValueError(f"model = {name!r}: unknown architecture (allowed: {', '.join(sorted(MODELS))})")
-    if in_channels < 1 or num_classes < 2:
-        raise ValueError(f"in_channels = {in_channels}, num_classes = {num_classes}: need in_channels >= 1 and num_classes >= 2")
-    return MODELS[name](in_channels=in_channels, num_classes=num_classes)
+    if in_channels < 1 or num_outputs < 2:
+        raise ValueError(f"in_channels = {in_channels}, num_outputs = {num_outputs}: need in_channels >= 1 and num_outputs >= 2")
+    return create_model(name, in_channels=in_channels, num_outputs=num_outputs)
 
 
 if __name__ == "__main__":  # pragma: no cover - quick shape check

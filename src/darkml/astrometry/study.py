@@ -7,6 +7,8 @@ moved to another machine::
     cfg = study.load("quick", ["data.n_train=200"])
     run = study.run(cfg, "runs/astro")          # all stages
     study.train(Run.open("runs/astro"))          # or one at a time
+
+``STUDY`` declares the stages for the shared runner and CLI (:mod:`darkml.study`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from .. import metrics
 from ..config import load_config
 from ..learn import ArrayDataset, ClassifierModule, fit, load_best, make_loader, predict
 from ..runs import Run
+from ..study import Stage, Study, execute
 from . import attribution, baseline, figures, simulate as sim
 from .config import AstrometryConfig
 from .models import MODELS, build_model
@@ -29,18 +32,18 @@ from .models import MODELS, build_model
 log = logging.getLogger(__name__)
 
 PRESETS = Path(__file__).parent / "presets"
-STUDY = "astrometry"
+STUDY_NAME = "astrometry"
 
 __all__ = ["load", "create_run", "simulate", "train", "evaluate", "report", "run", "PRESETS"]
 
 
 def load(preset: str = "quick", overrides: Iterable[str] = ()) -> AstrometryConfig:
     """Validated config from a preset plus ``key=value`` overrides (errors before any work)."""
-    return load_config(AstrometryConfig, PRESETS, preset, list(overrides), study=STUDY)
+    return load_config(AstrometryConfig, PRESETS, preset, list(overrides), study=STUDY_NAME)
 
 
 def create_run(cfg: AstrometryConfig, run_dir: Path | str | None = None) -> Run:
-    return Run.create(STUDY, cfg, path=run_dir)
+    return Run.create(STUDY_NAME, cfg, path=run_dir)
 
 
 # ---- data helpers ----------------------------------------------------------------------
@@ -77,7 +80,7 @@ def _flip_transform(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 def _module(cfg: AstrometryConfig, model_name: str) -> ClassifierModule:
     t = cfg.train
     lr = t.model_lr.get(model_name, t.lr)
-    return ClassifierModule(build_model(model_name, in_channels=2, num_classes=2), num_classes=2, lr=lr,
+    return ClassifierModule(build_model(model_name, in_channels=2, num_outputs=2), num_classes=2, lr=lr,
                             weight_decay=t.weight_decay, plateau_patience=t.plateau_patience, plateau_factor=t.plateau_factor)
 
 
@@ -95,10 +98,9 @@ def _tag(scenario: str, model: str) -> str:
 
 # ---- stages --------------------------------------------------------------------------------
 def simulate(run: Run, workers: int = 1, scheduler: str | None = None) -> dict[str, Path]:
+    """Simulate signal maps and noisy maps per scenario (zarr; resumable, deterministic)."""
     cfg = run.load_config(AstrometryConfig)
-    with run.stage("simulate"):
-        paths = sim.simulate(cfg, run.dataset_path, workers=workers, scheduler=scheduler)
-    return paths
+    return sim.simulate(cfg, run.dataset_path, workers=workers, scheduler=scheduler)
 
 
 def train(run: Run, devices: int | str | None = None, accelerator: str | None = None) -> dict[str, Any]:
@@ -109,26 +111,25 @@ def train(run: Run, devices: int | str | None = None, accelerator: str | None = 
     for scenario in {s for s, _ in _jobs(cfg)}:
         sim.open_scenario(run.dataset_path, scenario, verify=True)
     results: dict[str, Any] = {}
-    with run.stage("train"):
-        for scenario, model_name in _jobs(cfg):
-            scale = noise_scale(cfg, scenario)
-            tr = load_split(cfg, run, scenario, "train")
-            va = load_split(cfg, run, scenario, "val")
-            transform = _flip_transform if t.augment_flips else None
-            train_loader = make_loader(ArrayDataset(tr["maps"] / scale, tr["label"], transform=transform, seed=cfg.seed),
-                                       t.batch_size, shuffle=True, seed=cfg.seed, num_workers=t.num_workers)
-            val_loader = make_loader(ArrayDataset(va["maps"] / scale, va["label"]), 256, shuffle=False)
-            torch.manual_seed(cfg.seed)
-            module = _module(cfg, model_name)
-            tag = _tag(scenario, model_name)
-            log.info("training %s on scenario %s (%d train / %d val maps)", model_name, scenario, len(tr["label"]), len(va["label"]))
-            res = fit(module, train_loader, val_loader, run.checkpoints / tag, max_epochs=t.max_epochs, patience=t.patience,
-                      devices=devices if devices is not None else t.devices,
-                      accelerator=accelerator if accelerator is not None else t.accelerator,
-                      precision=t.precision, log_dir=run.logs, tag=tag, seed=cfg.seed)
-            results[tag] = {"best_checkpoint": str(res.best_path), "best_val_loss": res.best_score, "epochs": res.epochs,
-                            "history": res.history}
-        run.update_metrics({"training": results})
+    for scenario, model_name in _jobs(cfg):
+        scale = noise_scale(cfg, scenario)
+        tr = load_split(cfg, run, scenario, "train")
+        va = load_split(cfg, run, scenario, "val")
+        transform = _flip_transform if t.augment_flips else None
+        train_loader = make_loader(ArrayDataset(tr["maps"] / scale, tr["label"], transform=transform, seed=cfg.seed),
+                                   t.batch_size, shuffle=True, seed=cfg.seed, num_workers=t.num_workers)
+        val_loader = make_loader(ArrayDataset(va["maps"] / scale, va["label"]), 256, shuffle=False)
+        torch.manual_seed(cfg.seed)
+        module = _module(cfg, model_name)
+        tag = _tag(scenario, model_name)
+        log.info("training %s on scenario %s (%d train / %d val maps)", model_name, scenario, len(tr["label"]), len(va["label"]))
+        res = fit(module, train_loader, val_loader, run.checkpoints / tag, max_epochs=t.max_epochs, patience=t.patience,
+                  devices=devices if devices is not None else t.devices,
+                  accelerator=accelerator if accelerator is not None else t.accelerator,
+                  precision=t.precision, log_dir=run.logs, tag=tag, seed=cfg.seed)
+        results[tag] = {"best_checkpoint": str(res.best_path), "best_val_loss": res.best_score, "epochs": res.epochs,
+                        "history": res.history}
+    run.update_metrics({"training": results})
     return results
 
 
@@ -144,23 +145,22 @@ def evaluate(run: Run) -> dict[str, Any]:
     cfg = run.load_config(AstrometryConfig)
     e = cfg.evaluate
     out: dict[str, Any] = {"auc": {}, "roc": {}, "baseline": {}}
-    with run.stage("evaluate"):
-        for scenario, model_name in _jobs(cfg):
-            te = load_split(cfg, run, scenario, "test")
-            scale = noise_scale(cfg, scenario)
-            module = _trained(cfg, run, scenario, model_name)
-            probs = predict(module, make_loader(ArrayDataset(te["maps"] / scale, te["label"]), 256, shuffle=False))
-            rep = metrics.binary_report(te["label"], probs[:, 1], n_boot=e.n_boot, level=e.ci_level, seed=cfg.seed)
-            out["auc"].setdefault(scenario, {})[model_name] = rep["auc"]
-            out["roc"].setdefault(scenario, {})[model_name] = rep["roc"]
-            if scenario not in out["baseline"]:
-                score = baseline.chi2_excess(te["maps"] / scale, nside=cfg.sky.nside)
-                b = metrics.binary_report(te["label"], score, n_boot=e.n_boot, level=e.ci_level, seed=cfg.seed)
-                out["baseline"][scenario] = {"auc": b["auc"], "roc": b["roc"]}
-            log.info("scenario %s %s: AUC %.3f (χ² baseline %.3f)", scenario, model_name, rep["auc"]["value"],
-                     out["baseline"][scenario]["auc"]["value"])
-        out["attribution"] = _attribution(cfg, run)
-        run.update_metrics({"evaluation": out})
+    for scenario, model_name in _jobs(cfg):
+        te = load_split(cfg, run, scenario, "test")
+        scale = noise_scale(cfg, scenario)
+        module = _trained(cfg, run, scenario, model_name)
+        probs = predict(module, make_loader(ArrayDataset(te["maps"] / scale, te["label"]), 256, shuffle=False))
+        rep = metrics.binary_report(te["label"], probs[:, 1], n_boot=e.n_boot, level=e.ci_level, seed=cfg.seed)
+        out["auc"].setdefault(scenario, {})[model_name] = rep["auc"]
+        out["roc"].setdefault(scenario, {})[model_name] = rep["roc"]
+        if scenario not in out["baseline"]:
+            score = baseline.chi2_excess(te["maps"] / scale, nside=cfg.sky.nside)
+            b = metrics.binary_report(te["label"], score, n_boot=e.n_boot, level=e.ci_level, seed=cfg.seed)
+            out["baseline"][scenario] = {"auc": b["auc"], "roc": b["roc"]}
+        log.info("scenario %s %s: AUC %.3f (χ² baseline %.3f)", scenario, model_name, rep["auc"]["value"],
+                 out["baseline"][scenario]["auc"]["value"])
+    out["attribution"] = _attribution(cfg, run)
+    run.update_metrics({"evaluation": out})
     return out
 
 
@@ -194,19 +194,27 @@ def _attribution(cfg: AstrometryConfig, run: Run) -> dict[str, Any]:
 
 def report(run: Run) -> Path:
     """Assemble figures and tables into ``report.html``."""
-    cfg = run.load_config(AstrometryConfig)
-    with run.stage("report"):
-        path = figures.build_report(cfg, run)
-    return path
+    return figures.build_report(run.load_config(AstrometryConfig), run)
 
 
 def run(cfg: AstrometryConfig, run_dir: Path | str | None = None, workers: int = 1, scheduler: str | None = None,
         devices: int | str | None = None) -> Run:
     """All four stages; each resumes where a previous attempt stopped."""
-    r = create_run(cfg, run_dir)
-    simulate(r, workers=workers, scheduler=scheduler)
-    train(r, devices=devices)
-    evaluate(r)
-    report(r)
-    log.info("report: %s", r.report_path)
-    return r
+    return execute(STUDY, cfg, run_dir, workers=workers, scheduler=scheduler, devices=devices)[0]
+
+
+def expected_outputs(cfg: AstrometryConfig) -> dict[str, int]:
+    """Dataset sizes on disk (uncompressed float32) for ``run --dry-run``."""
+    d, s = cfg.data, cfg.sky
+    per_class = d.n_train + d.n_val + d.n_test
+    maps = 2 * per_class * 2 * s.image_height * s.image_width * 4
+    return {f"dataset/{sc}.zarr": maps for sc in d.scenarios} | {"dataset/signal.zarr": per_class * 2 * 12 * s.nside**2 * 4}
+
+
+STUDY = Study(
+    name=STUDY_NAME, title="Astrometric lensing of quasars by Milky Way subhalos.", config_model=AstrometryConfig,
+    presets=PRESETS, expected_outputs=expected_outputs,
+    stages=(Stage("simulate", simulate, uses=("workers", "scheduler")),
+            Stage("train", train, uses=("devices", "accelerator")),
+            Stage("evaluate", evaluate), Stage("report", report)),
+)

@@ -29,7 +29,6 @@ PAPER_TABLE1 = {
 
 
 def _label(name: str) -> str:
-    from .study import FLOOR_LABELS, MODEL_LABELS
 
     return MODEL_LABELS.get(name, FLOOR_LABELS.get(name, name))
 
@@ -235,3 +234,17 @@ def build_report(cfg, run: Run) -> Path:
     return rep.write(run.report_path)
 
 
+MODEL_LABELS = {
+    "gp": "Matern GP",
+    "cnn_wmae": "WMAE CNN",
+    "cnn_poisson": "Poisson CNN",
+    "ring_linear": "per-ring linear",
+    "physics_inverse": "physics inverse",
+}
+
+
+FLOOR_LABELS = {
+    "floor_conditional_median": "floor: MC median[13CO|12CO]",
+    "floor_oracle_inverse": "floor: oracle inverse",
+    "floor_target_noise": "bound: noise-free target",
+}

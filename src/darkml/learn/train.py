@@ -32,7 +32,6 @@ from torch.utils.data import DataLoader
 
 from ..runs import atomic_write_json
 
-
 # Lightning-internal deprecation notices a user cannot act on (they name Lightning's own code)
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
 warnings.filterwarnings("ignore", message=r".*is smaller than the logging interval.*")

@@ -23,8 +23,8 @@ from darkml.parallel import chunk_rng
 from .params import (
     SCALAR_FIELDS,
     LensingSimConfig,
-    Records,
     RecordError,
+    Records,
     check_records,
     class_labels,
     draw_records,

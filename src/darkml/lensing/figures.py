@@ -1,0 +1,213 @@
+"""TODO."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+from darkml.lensing.params import CLASS_NAMES, SCALAR_FIELDS, LensingSimConfig
+from darkml.runs import atomic_write_json
+from darkml.storage import DatasetError
+
+from .dataset import SPLITS, open_split
+
+
+# ---------------------------------------------------------------------------------------
+# quality checks and report
+# ---------------------------------------------------------------------------------------
+def flux_check(image_sums: np.ndarray, flux_scale: np.ndarray, labels: np.ndarray, n_boot: int = 200) -> dict:
+    """AUC of total flux alone for each pair of classes (and one-vs-rest), for the physical
+    total flux (sum of e-/s) and for the stored peak-normalised images (``image_sums`` = the
+    per-image sum of ``images``). 0.5 = no information."""
+    from darkml.metrics import auc, bootstrap_ci
+
+    tot_norm = np.asarray(image_sums, dtype=np.float64)
+    tot_phys = tot_norm * flux_scale
+    out: dict = {}
+    for name, score in (("physical_flux", tot_phys), ("normalised_flux", tot_norm)):
+        res = {}
+        for a, b in ((0, 1), (0, 2), (1, 2)):
+            keep = (labels == a) | (labels == b)
+            res[f"{CLASS_NAMES[a]}_vs_{CLASS_NAMES[b]}"] = bootstrap_ci(
+                auc, (labels[keep] == b).astype(int), score[keep], n_boot=n_boot)
+        for c in range(3):
+            res[f"{CLASS_NAMES[c]}_vs_rest"] = bootstrap_ci(auc, (labels == c).astype(int), score, n_boot=n_boot)
+        res["max_abs_deviation"] = float(max(abs(v["value"] - 0.5) for v in res.values() if isinstance(v, dict)))
+        out[name] = res
+    return out
+
+
+def _example_figure(images: dict, labels, params, n_examples):
+    import matplotlib.pyplot as plt
+
+    names = list(SCALAR_FIELDS)
+    fig, axes = plt.subplots(3, n_examples, figsize=(1.6 * n_examples, 5.2))
+    axes = np.atleast_2d(axes)
+    for c in range(3):
+        idx = np.nonzero(labels == c)[0][:n_examples]
+        for j in range(n_examples):
+            ax = axes[c, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if j >= len(idx):
+                ax.axis("off")
+                continue
+            i = idx[j]
+            ax.imshow(images[int(i)][0], origin="lower", cmap="magma")
+            if c == 1:
+                ax.set_title(f"n_sub={int(params[i, names.index('n_sub')])}", fontsize=7)
+            elif c == 2:
+                ax.set_title(f"log m={params[i, names.index('log10_m_axion')]:.2f}", fontsize=7)
+            if j == 0:
+                ax.set_ylabel(CLASS_NAMES[c], fontsize=8)
+    fig.subplots_adjust(wspace=0.05, hspace=0.25, left=0.04, right=0.99, top=0.95, bottom=0.02)
+    return fig
+
+
+def _param_figure(labels, params):
+    import matplotlib.pyplot as plt
+
+    names = [n for n in SCALAR_FIELDS if n not in ("label", "noise_seed")]
+    ncol = 4
+    nrow = math.ceil(len(names) / ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(12, 2.2 * nrow))
+    for ax, name in zip(axes.flat, names):
+        col = params[:, SCALAR_FIELDS.index(name)]
+        for c in range(3):
+            v = col[labels == c]
+            v = v[np.isfinite(v)]
+            if v.size and (name not in ("n_sub", "sub_mass_total") or c == 1) and (
+                    not name.startswith(("vortex", "log10")) or c == 2):
+                ax.hist(v, bins=30, histtype="step", color=f"C{c}", label=CLASS_NAMES[c])
+        ax.set_title(name, fontsize=8)
+        ax.tick_params(labelsize=6)
+    for ax in list(axes.flat)[len(names):]:
+        ax.axis("off")
+    axes.flat[0].legend(fontsize=6)
+    fig.subplots_adjust(wspace=0.3, hspace=0.6, left=0.05, right=0.98, top=0.96, bottom=0.04)
+    return fig
+
+
+def _subhalo_figure(table, cfg: LensingSimConfig, n_cdm: int, counts):
+    import matplotlib.pyplot as plt
+    from scipy import stats
+
+    fig, axes = plt.subplots(1, 3, figsize=(12, 3.2))
+    C = cfg.cdm
+    m = np.asarray(table.get("mass", np.zeros(0)))
+    edges = np.logspace(math.log10(C.mass_min), math.log10(C.mass_max), 25)
+    if m.size:
+        h, _ = np.histogram(m, edges)
+        centers = np.sqrt(edges[1:] * edges[:-1])
+        axes[0].loglog(centers, h / np.diff(np.log10(edges)) / max(n_cdm, 1), "o", ms=3, label="drawn")
+        beta = C.slope + 1
+        lo, hi = C.mass_min, C.mass_max
+        # expected dN/dlog10 M per image = mean * M p(M) ln10 with p ∝ M^slope normalised on [lo, hi]
+        norm = (hi**beta - lo**beta) / beta if abs(beta) > 1e-12 else math.log(hi / lo)
+        axes[0].loglog(centers, C.mean_number * centers ** (C.slope + 1) / norm * math.log(10), "-", label=f"dN/dM ∝ M^{C.slope}")
+        axes[0].legend(fontsize=7)
+    axes[0].set_xlabel("subhalo mass [Msun]")
+    axes[0].set_ylabel("dN/dlog10 M per CDM image")
+    if m.size:
+        r = np.hypot(table["x"], table["y"])
+        axes[1].hist(r, bins=30, range=(0, C.r_max * 1.05), histtype="step")
+    axes[1].set_xlabel("subhalo radius [arcsec] (lens at centre)")
+    k = np.arange(0, int(max(counts.max(initial=0), C.mean_number * 2)) + 1)
+    axes[2].hist(counts, bins=np.arange(k[-1] + 2) - 0.5, density=True, histtype="step", label="drawn")
+    axes[2].plot(k, stats.poisson.pmf(k, C.mean_number), ".-", ms=3, label=f"Poisson({C.mean_number:g})")
+    axes[2].set_xlabel("subhalos per CDM image")
+    axes[2].legend(fontsize=7)
+    fig.subplots_adjust(wspace=0.3, left=0.07, right=0.98, bottom=0.18)
+    return fig
+
+
+def report_dataset(path: Path | str, out: Path | str | None = None, split: str = "train", n_examples: int = 8,
+                   max_samples: int = 30_000) -> Path:
+    """Write ``<path>/report.html`` (+ ``<path>/report/metrics.json`` and figures): example
+    images per class, every sampled parameter's distribution, the subhalo mass function and
+    the flux-only AUC check. Reads at most ``max_samples`` (a balanced prefix)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from darkml.report import Report, fmt_ci
+
+    path = Path(path)
+    store = open_split(path, split)
+    n = min(store.n_samples, max_samples - max_samples % 3)
+    sl = slice(0, n)
+    labels = store.read("label", sl)
+    flux_scale = store.read("flux_scale", sl)
+    params = store.read("params", sl)
+    sums = np.empty(n)
+    for i in range(store.n_chunks):  # chunk by chunk: never all images in memory
+        c = store.chunk_slice(i)
+        if c.start >= n:
+            break
+        c = slice(c.start, min(c.stop, n))
+        sums[c] = store.read("images", c).reshape(c.stop - c.start, -1).sum(axis=1, dtype=np.float64)
+    first = np.concatenate([np.nonzero(labels == k)[0][:n_examples] for k in range(3)])
+    examples = dict(zip(first.tolist(), store.read("images", first)))
+    cfg = LensingSimConfig.model_validate(store.attrs["config"])
+    table = store.table("subhalos", np.arange(n))
+    out_html = Path(out) if out else path / "report.html"
+    fig_dir = out_html.parent / "report"
+    fig_dir.mkdir(parents=True, exist_ok=True)
+
+    flux = flux_check(sums, flux_scale, labels)
+    n_cdm = int((labels == 1).sum())
+    counts = params[labels == 1, SCALAR_FIELDS.index("n_sub")]
+    sizes = {}
+    if store.path != path:  # a dataset directory: list its splits
+        for sp in SPLITS:
+            try:
+                sizes[sp] = open_split(path, sp).n_samples
+            except DatasetError:
+                sizes[sp] = None
+    metrics = {"split": split, "n_samples_read": n, "splits": sizes, "flux_only_auc": flux,
+               "subhalos_per_cdm_image": {"mean": float(counts.mean()) if counts.size else None,
+                                          "var": float(counts.var()) if counts.size else None},
+               "images_per_class": {CLASS_NAMES[c]: int((labels == c).sum()) for c in range(3)}}
+    atomic_write_json(fig_dir / "metrics.json", metrics)
+
+    rep = Report(f"Strong-lensing dataset — {cfg.preset}", subtitle=str(path))
+    rep.add_text(
+        f"<p>{n} images of the <b>{split}</b> split read (classes interleave). Instrument "
+        f"<b>{cfg.instrument.name}</b>: {cfg.image.num_pix}×{cfg.image.num_pix} pixels of {cfg.instrument.pixel_scale}″, "
+        f"PSF FWHM {cfg.instrument.psf_fwhm}″, backend <b>{cfg.dataset.backend}</b>. Images are peak-normalised "
+        "(multiply by <code>flux_scale</code> for e-/s per pixel).</p>")
+    rep.add_heading("Example images")
+    fig = _example_figure(examples, labels, params, n_examples)
+    rep.add_figure(fig, "Rows: no substructure, CDM subhalos, axion vortex (peak-normalised, origin lower left).",
+                   name="examples", figures_dir=fig_dir)
+    plt.close(fig)
+    rep.add_heading("Flux-only check")
+    rows = []
+    for key, res in flux.items():
+        for pair, v in res.items():
+            if isinstance(v, dict):
+                rows.append({"flux": key, "classes": pair, "AUC [68% CI]": fmt_ci(v)})
+    rep.add_table(rows, "AUC of the total image flux alone (0.5 = the classes are not separable by flux)")
+    rep.add_note(f"max |AUC - 0.5|: physical flux {flux['physical_flux']['max_abs_deviation']:.3f}, "
+                 f"normalised flux {flux['normalised_flux']['max_abs_deviation']:.3f}")
+    rep.add_heading("Sampled parameters")
+    fig = _param_figure(labels, params)
+    rep.add_figure(fig, "Distribution of every sampled parameter, per class (units: arcsec, Msun, mag, eV).",
+                   name="parameters", figures_dir=fig_dir)
+    plt.close(fig)
+    fig = _subhalo_figure(table, cfg, n_cdm, counts)
+    rep.add_figure(fig, "CDM subhalos: mass function against the input power law, radii, counts against Poisson.",
+                   name="subhalos", figures_dir=fig_dir)
+    plt.close(fig)
+    info = path / "simulate.json"
+    if info.is_file():
+        sim = json.loads(info.read_text())
+        rep.add_timings({f"simulate {k}": v["seconds"] for k, v in sim.get("timings", {}).items()})
+    rep.add_json(metrics, "metrics.json")
+    rep.add_config(cfg)
+    rep.write(out_html)
+    return out_html

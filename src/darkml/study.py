@@ -1,0 +1,215 @@
+"""The Study contract: what every study declares, and the one runner that executes it.
+
+A study is a config model, a presets folder and an ordered list of stages. Every stage is a
+function ``stage(run, **execution_options)`` that reads its config from the run directory
+(``run.load_config(...)``) and writes only into it. Execution options are how a stage runs,
+never what it computes: ``workers`` and ``scheduler`` (data generation), ``devices`` and
+``accelerator`` (training). A stage names the ones it accepts in ``Stage.uses``.
+
+The runner (:func:`execute`) does the bookkeeping for every study: it creates or reopens the
+run directory, records per-stage start/end/wall time and status in ``run.json``, skips a
+stage that already finished (``run``), and logs. The CLI (:mod:`darkml.cli`) turns a
+:class:`Study` into ``darkml <study> <stage>|run|config`` with the same options everywhere.
+
+Adding a study::
+
+    STUDY = Study(name="mystudy", title="…", config_model=MyConfig,
+                  presets=Path(__file__).parent / "presets",
+                  stages=(Stage("simulate", simulate, uses=("workers", "scheduler")),
+                          Stage("train", train, uses=("devices", "accelerator")),
+                          Stage("evaluate", evaluate), Stage("report", report)))
+
+plus one line in :data:`darkml.cli.STUDIES`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+from .config import ConfigError, StudyConfig, list_presets, load_config, preset_description, read_preset
+from .runs import Run, RunError
+
+log = logging.getLogger(__name__)
+
+__all__ = ["Stage", "Shortcut", "Study", "EXECUTION_OPTIONS", "execute", "load", "check_execution"]
+
+#: the execution options a stage may accept, with their defaults
+EXECUTION_OPTIONS: dict[str, Any] = {"workers": 1, "scheduler": None, "devices": "auto", "accelerator": "auto"}
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of a study: ``fn(run, **options)`` with ``options`` a subset of ``uses``."""
+
+    name: str
+    fn: Callable[..., Any]
+    help: str = ""
+    uses: tuple[str, ...] = ()
+    #: formats the stage's return value for stdout (default: paths and strings as they are)
+    echo: Callable[[Any], str | None] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = set(self.uses) - set(EXECUTION_OPTIONS)
+        if unknown:
+            raise ValueError(f"stage {self.name}: unknown execution options {sorted(unknown)}")
+        if not self.help:
+            object.__setattr__(self, "help", (self.fn.__doc__ or self.name).strip().splitlines()[0])
+
+
+@dataclass(frozen=True)
+class Shortcut:
+    """A CLI flag that stands for config overrides, e.g. ``--models a,b`` -> ``models=[a,b]``.
+
+    ``apply(value, preset_data)`` returns the ``key=value`` overrides; ``preset_data`` is the
+    preset's raw dict (so a shortcut can keep a ratio the preset states).
+    """
+
+    flag: str
+    help: str
+    apply: Callable[[Any, dict[str, Any]], list[str]]
+    short: str | None = None
+    type: type = str
+
+    @classmethod
+    def key(cls, flag: str, key: str, help: str, short: str | None = None, as_list: bool = False,
+            type: type = str) -> "Shortcut":
+        if as_list:
+            return cls(flag, help, lambda v, _: [f"{key}=[{v}]"], short, type)
+        return cls(flag, help, lambda v, _: [f"{key}={v}"], short, type)
+
+    @property
+    def dest(self) -> str:
+        return self.flag.lstrip("-").replace("-", "_")
+
+
+@dataclass(frozen=True)
+class Study:
+    """What a study declares; everything else (CLI, runner, provenance) is shared."""
+
+    name: str
+    title: str
+    config_model: type[StudyConfig]
+    presets: Path
+    stages: tuple[Stage, ...]
+    default_preset: str = "quick"
+    #: old preset spellings kept for one release: alias -> preset
+    preset_aliases: Mapping[str, str] = field(default_factory=dict)
+    shortcuts: tuple[Shortcut, ...] = ()
+    #: ``cfg -> {output: size in bytes}`` for ``run --dry-run``
+    expected_outputs: Callable[[Any], dict[str, int]] | None = None
+    #: exception types that are the user's to fix (one line, exit code 2)
+    user_errors: tuple[type[BaseException], ...] = ()
+
+    def __post_init__(self) -> None:
+        names = [s.name for s in self.stages]
+        if not names or len(set(names)) != len(names):
+            raise ValueError(f"study {self.name}: stage names must be unique and non-empty, got {names}")
+        if set(names) & {"run", "config"}:
+            raise ValueError(f"study {self.name}: 'run' and 'config' are reserved command names")
+
+    # ---- presets and config -------------------------------------------------------------
+    def preset_names(self) -> list[str]:
+        return list_presets(self.presets)
+
+    def resolve_preset(self, preset: str | None) -> str:
+        preset = preset or self.default_preset
+        return self.preset_aliases.get(preset, preset)
+
+    def describe_preset(self, preset: str) -> str:
+        return preset_description(self.presets / f"{preset}.yaml")
+
+    def stage(self, name: str) -> Stage:
+        for s in self.stages:
+            if s.name == name:
+                return s
+        raise ConfigError(f"stage = {name!r}: unknown stage of {self.name} (available: "
+                          f"{', '.join(s.name for s in self.stages)})")
+
+    def load(self, preset: str | None = None, overrides: Iterable[str] = (),
+             shortcuts: Mapping[str, Any] | None = None) -> Any:
+        """Validated config: preset + shortcut overrides + ``key=value`` overrides."""
+        name = self.resolve_preset(preset)
+        extra: list[str] = []
+        if shortcuts:
+            raw = read_preset(self.presets, name)
+            by_dest = {s.dest: s for s in self.shortcuts}
+            for dest, value in shortcuts.items():
+                if value is not None:
+                    extra += by_dest[dest].apply(value, raw)
+        return load_config(self.config_model, self.presets, name, [*extra, *(overrides or ())], study=self.name)
+
+
+def load(study: Study, preset: str | None = None, overrides: Iterable[str] = ()) -> Any:
+    return study.load(preset, overrides)
+
+
+def check_execution(options: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate execution options before any work; returns them normalised."""
+    out = dict(options)
+    if "workers" in out and out["workers"] is not None and int(out["workers"]) < 1:
+        raise ConfigError(f"--workers = {out['workers']}: must be >= 1")
+    if out.get("devices") not in (None, "auto"):
+        dev = out["devices"]
+        try:
+            n = int(dev)
+        except (TypeError, ValueError):
+            raise ConfigError(f"--devices = {dev!r}: must be 'auto' or a positive integer") from None
+        if n < 1:
+            raise ConfigError(f"--devices = {n}: must be 'auto' or a positive integer")
+        out["devices"] = n
+    acc = out.get("accelerator")
+    if acc not in (None, "auto", "cpu", "gpu", "cuda"):
+        raise ConfigError(f"--accelerator = {acc!r}: must be one of auto, cpu, gpu")
+    sched = out.get("scheduler")
+    if sched not in (None, "", "local"):
+        from .parallel import check_scheduler_address
+
+        check_scheduler_address(sched)
+    return out
+
+
+def _open_or_create(study: Study, cfg: Any | None, run_dir: Path | str | None, create: bool) -> Run:
+    if cfg is None:
+        if run_dir is None:
+            raise RunError("--run-dir is required for this stage (the run made by the study's first stage)")
+        return Run.open(run_dir)
+    if not create and (run_dir is None or not Run(run_dir).config_path.is_file()):
+        raise RunError(f"{run_dir} is not a darkml run directory (no config.yaml); run `darkml {study.name} "
+                       f"{study.stages[0].name}` or `run` there first")
+    return Run.create(study.name, cfg, path=run_dir)
+
+
+def execute(study: Study, cfg: Any | None = None, run_dir: Path | str | None = None,
+            stages: Sequence[str] | None = None, *, skip_finished: bool | None = None,
+            **options: Any) -> tuple[Run, dict[str, Any]]:
+    """Run ``stages`` (default: all, in order) of ``study`` in a run directory.
+
+    ``cfg`` given: the run is created (or reopened if it holds the same config); ``cfg`` None:
+    ``run_dir`` must be an existing run. With ``skip_finished`` (default: when running all
+    stages) a stage that ``run.json`` records as finished is skipped. ``options`` are the
+    execution options; each stage receives those in its ``uses``. Returns the run and
+    ``{stage: return value}``.
+    """
+    names = list(stages) if stages is not None else [s.name for s in study.stages]
+    chosen = [study.stage(n) for n in names]
+    if skip_finished is None:
+        skip_finished = stages is None
+    options = check_execution({k: v for k, v in options.items() if v is not None})
+    unknown = set(options) - set(EXECUTION_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown execution options {sorted(unknown)}")
+    create = stages is None or names[0] == study.stages[0].name
+    run = _open_or_create(study, cfg, run_dir, create)
+    run.load_config(study.config_model)  # refuses a run of another study or a stale schema
+    results: dict[str, Any] = {}
+    for st in chosen:
+        if skip_finished and run.stage_finished(st.name):
+            log.info("stage %s: already finished in %s (skipped)", st.name, run.path)
+            continue
+        kwargs = {k: options[k] for k in st.uses if k in options}
+        with run.stage(st.name):
+            results[st.name] = st.fn(run, **kwargs)
+    return run, results
