@@ -5,19 +5,21 @@ PY      := $(VENV)/bin/python
 STAMP   := $(VENV)/.darkml-installed
 RUN_DIR ?= runs/astrometry-quick
 
-.PHONY: venv demo test test-slow bench docs-check clean-runs
+.PHONY: venv demo test test-slow bench lock clean-runs
 
-# Create .venv and install darkml (torch from the pinned wheels first, then the package).
-$(STAMP): pyproject.toml
+# Create .venv and install the exact versions of requirements.lock (torch from the pinned wheels
+# first), then darkml itself without re-resolving its dependencies.
+$(STAMP): pyproject.toml requirements.lock
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.14.1 torchvision==0.29.1
-	$(PY) -m pip install -q -e ".[test]"
+	$(PY) -m pip install -q -r requirements.lock
+	$(PY) -m pip install -q --no-deps -e .
 	@touch $(STAMP)
 
 venv: $(STAMP)
 
-## Quick astrometric-lensing reproduction with report (CPU, ~15 min): runs/astrometry-quick/report.html
+## Quick astrometric-lensing reproduction with report (CPU, ~5 min): runs/astrometry-quick/report.html
 demo: $(STAMP)
 	$(VENV)/bin/darkml astrometry run --preset quick --run-dir $(RUN_DIR)
 	@echo "report: $(RUN_DIR)/report.html"
@@ -31,6 +33,17 @@ test-slow: $(STAMP)
 
 bench: $(STAMP)
 	for b in benchmarks/*.py; do case $$b in *reference*) ;; *) $(PY) $$b || exit 1;; esac; done
+
+## Refresh requirements.lock: resolve pyproject's ranges in a scratch venv and freeze it
+lock:
+	rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/python -m pip install -q --upgrade pip
+	.lock-venv/bin/python -m pip install -q torch==2.14.1 torchvision==0.29.1
+	.lock-venv/bin/python -m pip install -q ".[test]"
+	( echo "# Exact versions CI and \`make\` install (Python 3.11, Linux x86-64). Made by \`make lock\` from"; \
+	  echo "# pyproject.toml's ranges; darkml itself is installed from the checkout with --no-deps."; \
+	  .lock-venv/bin/python -m pip freeze --exclude darkml ) > requirements.lock
+	rm -rf .lock-venv
 
 clean-runs:
 	rm -rf runs

@@ -38,7 +38,7 @@ import time  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from darkml.phasespace import boltzmann, flows, gauss, jeans, mocks  # noqa: E402
+from darkml.phasespace import boltzmann, disc, flows, gauss, jeans, mocks  # noqa: E402
 from darkml.runs import atomic_write_json, machine_info  # noqa: E402
 
 
@@ -169,7 +169,7 @@ def main() -> None:
         torch.set_num_threads(args.threads)
 
     mw = mocks.MilkyWay2014()
-    df = mocks.DiscDF(mw, [mocks.DiscComponent(0.8, 25.0, 2.5), mocks.DiscComponent(0.2, 45.0, 2.5)])
+    df = disc.DiscDF(mw, [disc.DiscComponent(0.8, 25.0, 2.5), disc.DiscComponent(0.2, 45.0, 2.5)])
     t0 = time.perf_counter()
     x, v, _ = df.sample(100_000, np.random.default_rng(0))
     t_sample = time.perf_counter() - t0

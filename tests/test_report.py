@@ -27,3 +27,19 @@ def test_report_is_self_contained(tmp_path):
 def test_fmt_ci():
     assert fmt_ci({"value": 1e-5, "lo": 9e-6, "hi": 2e-5}).startswith("1e-05")
     assert fmt_ci(None) == "–"
+
+
+def test_report_in_a_run_directory_shows_its_provenance(tmp_path):
+    import json
+
+    from darkml.report import Report
+
+    (tmp_path / "run.json").write_text(json.dumps({"darkml": "9.9", "git": {"commit": "abc123", "dirty": True},
+                                                   "python": "3.11", "packages": {"torch": "2.14.1"}, "seed": 7,
+                                                   "invocations": [{"time": "t0", "command": "darkml x run"}],
+                                                   "stages": {"simulate": {"status": "finished", "wall_s": 1.5}}}))
+    html = Report("r").write(tmp_path / "report.html").read_text()
+    assert "Provenance" in html and "abc123 (dirty)" in html and "darkml x run" in html and "finished" in html
+    elsewhere = tmp_path / "sub"
+    elsewhere.mkdir()
+    assert "Provenance" not in Report("r").write(elsewhere / "report.html").read_text()

@@ -15,10 +15,12 @@ User errors (config, paths, data) are one line on stderr with exit code 2.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import logging
 import sys
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -27,10 +29,13 @@ import click
 
 from . import __version__
 from .config import ConfigError, dump_yaml, list_presets, preset_description
-from .runs import Run, RunError
+from .runs import Run, RunError, set_command_line
 from .storage import DatasetError
 
 log = logging.getLogger(__name__)
+
+# third-party import-time noise that says nothing to a darkml user
+warnings.filterwarnings("ignore", message=r".*torch\.jit\.script.* is deprecated", category=FutureWarning)
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,21 @@ def _human(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return str(n)  # pragma: no cover
+
+
+class _OneLineGroup(click.Group):
+    """An unknown command is one line on stderr (with the closest name), exit code 2."""
+
+    def resolve_command(self, ctx: click.Context, args: list[str]):
+        name = args[0] if args else ""
+        if name and not name.startswith("-") and self.get_command(ctx, name) is None:
+            known = self.list_commands(ctx)
+            close = difflib.get_close_matches(name, known, n=1)
+            what = "study or command" if ctx.parent is None else f"command of {ctx.info_name}"
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            click.echo(f"error: {name!r}: unknown {what} (available: {', '.join(known)}){hint}", err=True)
+            ctx.exit(2)
+        return super().resolve_command(ctx, args)
 
 
 # ---- the factory -------------------------------------------------------------------------
@@ -228,7 +248,7 @@ def _config_command(study) -> click.Command:
 
 def study_group(study, name: str | None = None, help: str | None = None) -> click.Group:
     """``darkml <study> <stage>|run|config`` for one :class:`darkml.study.Study`."""
-    group = click.Group(name or study.name, help=help or study.title, no_args_is_help=True)
+    group = _OneLineGroup(name or study.name, help=help or study.title, no_args_is_help=True)
     for stage in study.stages:
         group.add_command(_stage_command(study, stage))
     group.add_command(_run_command(study))
@@ -236,10 +256,31 @@ def study_group(study, name: str | None = None, help: str | None = None) -> clic
     return group
 
 
-class _LazyStudies(click.Group):
-    """Imports a study (and with it torch, lightning, …) only when that study is invoked."""
+class _LazyStudies(_OneLineGroup):
+    """Imports a study (and with it torch, lightning, …) only when that study is invoked; a
+    usage error (bad option or value) is one line on stderr with exit code 2."""
 
     _listing = False
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        set_command_line(["darkml", *(sys.argv[1:] if args is None else list(args))])
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.UsageError as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(2)
+        except click.ClickException as exc:
+            exc.show()
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Aborted!", err=True)
+            sys.exit(1)
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return list(STUDIES) + [c for c in super().list_commands(ctx) if c not in STUDIES]
@@ -298,6 +339,12 @@ def presets() -> None:
     for name, entry in STUDIES.items():
         for preset in list_presets(entry.presets):
             click.echo(f"{name} {preset} {preset_description(entry.presets / f'{preset}.yaml')}")
+
+
+@app.command()
+def stages() -> None:
+    """Print the stage table of every study (Markdown; the README's table)."""
+    click.echo(stage_table())
 
 
 def stage_table() -> str:

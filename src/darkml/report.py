@@ -153,7 +153,35 @@ class Report:
             + "</body></html>"
         )
 
+    def add_provenance(self, info: Mapping[str, Any]) -> None:
+        """Where the run came from (its ``run.json``): versions, commit, machine, commands, stages."""
+        git = info.get("git") or {}
+        pk = info.get("packages", {})
+        rows = [{"item": "darkml", "value": info.get("darkml", "")},
+                {"item": "git commit", "value": (git.get("commit", "") + (" (dirty)" if git.get("dirty") else ""))
+                 if git else "not a checkout"},
+                {"item": "Python / torch / CUDA", "value": f"{info.get('python', '')} / {pk.get('torch', '–')} / "
+                                                           f"{(info.get('cuda') or {}).get('version') or 'none'}"},
+                {"item": "machine", "value": f"{info.get('machine', {}).get('processor', '')}, "
+                                             f"{info.get('machine', {}).get('cpu_count', '?')} CPUs"},
+                {"item": "seed", "value": info.get("seed")}]
+        rows += [{"item": f"command ({i.get('time', '')})", "value": i.get("command", "")}
+                 for i in info.get("invocations", [])[-5:]]
+        self.add_heading("Provenance")
+        self.add_table(rows, "From run.json (which also lists every key package's version).")
+        stages = [{"stage": k, "status": v.get("status"), "start": v.get("start"), "end": v.get("end"),
+                   "wall time [s]": v.get("wall_s")} for k, v in info.get("stages", {}).items()]
+        if stages:
+            self.add_table(stages, "Stages")
+
     def write(self, path: Path | str) -> Path:
+        """Write the report; a ``run.json`` beside it (a run directory) adds the provenance section."""
+        info_path = Path(path).parent / "run.json"
+        if info_path.is_file() and not any("<h2>Provenance</h2>" in part for part in self._parts):
+            try:
+                self.add_provenance(json.loads(info_path.read_text()))
+            except (ValueError, OSError):  # pragma: no cover - an unreadable run.json never blocks a report
+                log.warning("could not read %s for the report's provenance section", info_path)
         path = atomic_write_text(path, self.render())
         log.info("report written to %s", path)
         return path

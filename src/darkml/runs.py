@@ -48,6 +48,20 @@ KEY_PACKAGES = ("numpy", "scipy", "torch", "torchvision", "lightning", "zarr", "
                 "e2cnn", "lightly", "zuko", "gpytorch", "galpy", "captum", "dask", "pydantic", "matplotlib")
 
 
+#: the command line a run records (the CLI sets it; else the process's argv)
+_COMMAND: list[str] | None = None
+
+
+def set_command_line(argv: list[str] | None) -> None:
+    global _COMMAND
+    _COMMAND = list(argv) if argv is not None else None
+
+
+def _command_line() -> str:
+    argv = _COMMAND if _COMMAND is not None else [Path(sys.argv[0]).name, *sys.argv[1:]]
+    return " ".join(argv)
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
@@ -173,38 +187,15 @@ class Run:
     def __init__(self, path: Path | str):
         self.path = Path(path)
 
-    # ---- layout -------------------------------------------------------------
-    @property
-    def config_path(self) -> Path:
-        return self.path / "config.yaml"
-
-    @property
-    def info_path(self) -> Path:
-        return self.path / "run.json"
-
-    @property
-    def dataset_path(self) -> Path:
-        return self.path / "dataset"
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.path / "checkpoints"
-
-    @property
-    def figures(self) -> Path:
-        return self.path / "figures"
-
-    @property
-    def logs(self) -> Path:
-        return self.path / "logs"
-
-    @property
-    def metrics_path(self) -> Path:
-        return self.path / "metrics.json"
-
-    @property
-    def report_path(self) -> Path:
-        return self.path / "report.html"
+    # ---- layout: where each part of a run lives -------------------------------------------
+    config_path = property(lambda self: self.path / "config.yaml")
+    info_path = property(lambda self: self.path / "run.json")
+    dataset_path = property(lambda self: self.path / "dataset")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    figures = property(lambda self: self.path / "figures")
+    logs = property(lambda self: self.path / "logs")
+    metrics_path = property(lambda self: self.path / "metrics.json")
+    report_path = property(lambda self: self.path / "report.html")
 
     # ---- lifecycle ----------------------------------------------------------
     @classmethod
@@ -278,7 +269,7 @@ class Run:
         info = self.info()
         if not info:
             info = {"study": study, "seed": seed, "created": _now(), **provenance(), "invocations": [], "stages": {}}
-        command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+        command = _command_line()
         pid = os.getpid()
         if not any(i.get("pid") == pid and i.get("command") == command for i in info["invocations"][-1:]):
             info["invocations"].append({"time": _now(), "command": command, "pid": pid,

@@ -163,6 +163,11 @@ def check_execution(options: Mapping[str, Any]) -> dict[str, Any]:
     acc = out.get("accelerator")
     if acc not in (None, "auto", "cpu", "gpu", "cuda"):
         raise ConfigError(f"--accelerator = {acc!r}: must be one of auto, cpu, gpu")
+    if acc in ("gpu", "cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"--accelerator = {acc!r}: no CUDA device is available on this machine (use cpu or auto)")
     sched = out.get("scheduler")
     if sched not in (None, "", "local"):
         from .parallel import check_scheduler_address
@@ -176,7 +181,9 @@ def _open_or_create(study: Study, cfg: Any | None, run_dir: Path | str | None, c
         if run_dir is None:
             raise RunError("--run-dir is required for this stage (the run made by the study's first stage)")
         return Run.open(run_dir)
-    if not create and (run_dir is None or not Run(run_dir).config_path.is_file()):
+    if not create and run_dir is None:
+        raise RunError("--run-dir is required for this stage (the run made by the study's first stage)")
+    if not create and not Run(run_dir).config_path.is_file():
         raise RunError(f"{run_dir} is not a darkml run directory (no config.yaml); run `darkml {study.name} "
                        f"{study.stages[0].name}` or `run` there first")
     return Run.create(study.name, cfg, path=run_dir)

@@ -5,15 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from darkml.astrometry import baseline, population, sky
+from darkml.astrometry import baseline, maps, population, sky
 
 NSIDE, H, W = 16, 32, 64
 
 
 def _noise_images(n, rng, n_q=5e6, sigma_u=1.0):
     npix = 12 * NSIDE**2
-    noisy, _ = sky.add_noise(np.zeros((n, 2, npix)), n_q=n_q, sigma_u=sigma_u, rng=rng)
-    return sky.project(noisy, sky.projection_index(NSIDE, H, W)) / sky.per_pixel_noise(n_q, sigma_u, NSIDE)
+    noisy, _ = maps.add_noise(np.zeros((n, 2, npix)), n_q=n_q, sigma_u=sigma_u, rng=rng)
+    return maps.project(noisy, maps.projection_index(NSIDE, H, W)) / maps.per_pixel_noise(n_q, sigma_u, NSIDE)
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 1.5, 3.0])
@@ -24,7 +24,7 @@ def test_null_mean_is_zero_on_pure_noise(smoothing):
 
 
 def test_unsmoothed_null_expectation_is_sum_of_weights():
-    _, lat = sky.image_lonlat(H, W)
+    _, lat = maps.image_lonlat(H, W)
     assert baseline.null_expectation(NSIDE, H, W, 0.0) == pytest.approx(W * np.cos(np.radians(lat)).sum(), rel=1e-12)
 
 
@@ -32,9 +32,9 @@ def test_lensing_raises_the_score():
     rng = np.random.default_rng(2)
     sig = sky.signal_map(population.draw_population(None, rng), nside=NSIDE)
     n_q, sigma_u = 1e9, 0.02  # a survey where the signal is strong
-    proj = sky.projection_index(NSIDE, H, W)
-    scale = sky.per_pixel_noise(n_q, sigma_u, NSIDE)
-    with_sig = np.stack([sky.project(sky.add_noise(sig, n_q, sigma_u, rng)[0], proj) for _ in range(20)]) / scale
+    proj = maps.projection_index(NSIDE, H, W)
+    scale = maps.per_pixel_noise(n_q, sigma_u, NSIDE)
+    with_sig = np.stack([maps.project(maps.add_noise(sig, n_q, sigma_u, rng)[0], proj) for _ in range(20)]) / scale
     noise = _noise_images(200, rng, n_q, sigma_u)
     s_sig = baseline.chi2_excess(with_sig, NSIDE)
     s_noise = baseline.chi2_excess(noise, NSIDE)

@@ -10,7 +10,7 @@ import pytest
 import torch
 from scipy import integrate
 
-from darkml.astrometry import population, sky
+from darkml.astrometry import discs, maps, population, sky
 from darkml.physics import constants as k
 
 _spec = importlib.util.spec_from_file_location(
@@ -71,8 +71,8 @@ def _disc_centres(seed: int, n: int, edge_lon, edge_lat):
 def test_truncation_and_disc_search_match_query_disc(radius):
     nside = 16
     lon, lat, theta, phi = _disc_centres(1, 40, [0.0, 359.99, 123.0, 45.0], [89.999, -89.99, 90.0, 0.0])
-    grid = sky._grid(nside, "cpu")
-    sub, pix = sky.disc_pairs(grid, theta, phi, math.radians(radius))
+    grid = discs._grid(nside, "cpu")
+    sub, pix = discs.disc_pairs(grid, theta, phi, math.radians(radius))
     for i in range(len(lon)):
         mine = np.sort(pix[sub == i].numpy())
         ref = np.sort(hp.query_disc(nside, hp.ang2vec(lon[i], lat[i], lonlat=True), math.radians(radius)))
@@ -88,14 +88,14 @@ def test_truncation_and_disc_search_match_query_disc(radius):
 def test_dense_disc_slots_hold_the_same_pairs_in_the_same_order():
     """disc_slots (dense per-subhalo table) against expand_runs (flat pair list), incl. wrapped runs and poles."""
     lon, lat, theta, phi = _disc_centres(3, 60, [0.0, 359.99, 0.01, 180.0], [89.999, -89.99, 0.0, 90.0])
-    grid = sky._grid(16, "cpu")
+    grid = discs._grid(16, "cpu")
     for radius in (3.0, 20.0, 70.0):
-        run_pix0, run_cnt = sky._dense_runs(grid, theta, phi, math.radians(radius))
+        run_pix0, run_cnt = discs._dense_runs(grid, theta, phi, math.radians(radius))
         count = run_cnt.sum(1)
         width = int(count.max()) + 5  # extra slots past every disc must be harmless
-        pix, cnt = sky.disc_slots(run_pix0, run_cnt, torch.arange(width), grid.npix)
+        pix, cnt = discs.disc_slots(run_pix0, run_cnt, torch.arange(width), grid.npix)
         assert torch.equal(cnt[:, 0], count) and pix.min() >= 0 and pix.max() < grid.npix
-        sub, flat = sky.disc_pairs(grid, theta, phi, math.radians(radius))
+        sub, flat = discs.disc_pairs(grid, theta, phi, math.radians(radius))
         valid = torch.arange(width) < cnt
         assert torch.equal(pix[valid], flat)  # row-major = subhalo, then ring order
         assert torch.equal(torch.arange(len(lon))[:, None].expand_as(pix)[valid], sub)
@@ -169,20 +169,20 @@ def test_noise_statistics():
     rng = np.random.default_rng(3)
     signal = np.zeros((n_maps, 2, npix))
     signal[:, 0] = 0.5
-    noisy, counts = sky.add_noise(signal, n_q=20 * npix, sigma_u=2.0, rng=rng)
+    noisy, counts = maps.add_noise(signal, n_q=20 * npix, sigma_u=2.0, rng=rng)
     assert counts.shape == (n_maps, npix)
     assert abs(counts.mean() - 20) < 4 * math.sqrt(20 / counts.size)
     z = (noisy - signal) * np.sqrt(counts)[:, None, :] / 2.0  # standardised by sigma_u / sqrt(n)
     assert abs(z.mean()) < 4 / math.sqrt(z.size) and abs(z.var() - 1) < 4 * math.sqrt(2 / z.size)
     # pure noise: zero mean; empty pixels (n = 0) are 0
-    sparse, c2 = sky.add_noise(np.zeros((50, 2, npix)), n_q=0.7 * npix, sigma_u=1.0, rng=rng)
+    sparse, c2 = maps.add_noise(np.zeros((50, 2, npix)), n_q=0.7 * npix, sigma_u=1.0, rng=rng)
     assert np.all(np.moveaxis(sparse, 1, -1)[c2 == 0] == 0)
     assert (c2 == 0).any()
     with pytest.raises(ValueError, match="n_q"):
-        sky.add_noise(signal[0], n_q=0, sigma_u=1, rng=rng)
+        maps.add_noise(signal[0], n_q=0, sigma_u=1, rng=rng)
     with pytest.raises(ValueError, match="sigma_u"):
-        sky.add_noise(signal[0], n_q=1e6, sigma_u=-1, rng=rng)
-    assert sky.per_pixel_noise(1e9, 0.1, 128) == pytest.approx(1.4e-3, rel=0.01)  # facts file, scenario D
+        maps.add_noise(signal[0], n_q=1e6, sigma_u=-1, rng=rng)
+    assert maps.per_pixel_noise(1e9, 0.1, 128) == pytest.approx(1.4e-3, rel=0.01)  # facts file, scenario D
 
 
 def test_projection_of_analytic_field():
@@ -190,18 +190,18 @@ def test_projection_of_analytic_field():
     npix = hp.nside2npix(nside)
     lon, lat = hp.pix2ang(nside, np.arange(npix), lonlat=True)
     f = np.stack([np.cos(np.radians(lat)) * np.sin(np.radians(lon)), np.sin(np.radians(lat))])
-    img = sky.project(f, sky.projection_index(nside, H, W))
+    img = maps.project(f, maps.projection_index(nside, H, W))
     assert img.shape == (2, H, W)
-    L, B = np.meshgrid(*sky.image_lonlat(H, W))
+    L, B = np.meshgrid(*maps.image_lonlat(H, W))
     exact = np.stack([np.cos(np.radians(B)) * np.sin(np.radians(L)), np.sin(np.radians(B))])
     assert np.abs(img - exact).max() < 1.5 * hp.max_pixrad(nside)  # |grad f| <= 1 per radian
     # orientation: row 0 is the north, column 0 is l = +180 deg, the centre is the Galactic centre
     assert img[1, 0].mean() > 0.99 and img[1, -1].mean() < -0.99
-    r, c = sky.lonlat_to_image_pixel(0.0, 0.0, H, W)
+    r, c = maps.lonlat_to_image_pixel(0.0, 0.0, H, W)
     assert (int(r), int(c)) == (H // 2, W // 2)
-    rows, cols = sky.lonlat_to_image_pixel(L, B, H, W)
+    rows, cols = maps.lonlat_to_image_pixel(L, B, H, W)
     assert np.array_equal(rows, np.repeat(np.arange(H)[:, None], W, 1)) and np.array_equal(cols, np.tile(np.arange(W), (H, 1)))
-    t = sky.project(torch.tensor(f), sky.projection_index(nside, H, W))
+    t = maps.project(torch.tensor(f), maps.projection_index(nside, H, W))
     assert torch.equal(t, torch.tensor(img))
 
 

@@ -1,6 +1,5 @@
 """End-to-end and bad-input behaviour of the astrometric-lensing study (tiny preset)."""
 
-import json
 import shutil
 
 import numpy as np
@@ -10,8 +9,6 @@ from click.testing import CliRunner
 from darkml.astrometry import simulate as sim
 from darkml.astrometry import study
 from darkml.cli import app
-from darkml.config import ConfigError
-from darkml.runs import Run
 from darkml.storage import DatasetError, SampleStore
 
 runner = CliRunner()

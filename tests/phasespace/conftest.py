@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from darkml.phasespace.mocks import DiscComponent, DiscDF, MilkyWay2014, Plummer
+from darkml.phasespace.disc import DiscComponent, DiscDF
+from darkml.phasespace.mocks import MilkyWay2014, Plummer
 
 
 @pytest.fixture(scope="session")

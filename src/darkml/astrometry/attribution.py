@@ -14,7 +14,7 @@ rows (the poles), which keeps the total attribution.
 own signal power on the HEALPix grid, Σ_pix |mu|^2 over their 20° disc
 (:func:`darkml.astrometry.sky.subhalo_power`, the same physics as the map), and returns the
 image pixels (row, column) that contain the top ``n_lenses`` on the study's plate carrée grid
-(:func:`darkml.astrometry.sky.lonlat_to_image_pixel`).
+(:func:`darkml.astrometry.maps.lonlat_to_image_pixel`).
 
 **Localisation score** (ours; the paper shows Fig. 7 only qualitatively). Around each of the
 K = ``n_lenses`` strongest lenses draw a disc on the sky of angular radius
@@ -43,7 +43,7 @@ import torch
 from scipy.ndimage import gaussian_filter
 from torch import nn
 
-from . import sky
+from . import maps, sky
 
 __all__ = [
     "integrated_gradients",
@@ -113,12 +113,12 @@ def strongest_lens_pixels(catalogue: Mapping[str, Any], height: int, width: int,
                           nside: int = 32, max_angle_deg: float = 20.0) -> tuple[np.ndarray, np.ndarray]:
     """Image (rows, columns) of the ``n_lenses`` strongest lenses on the (height, width) projection grid."""
     order = strongest_lenses(catalogue, n_lenses, nside, max_angle_deg)
-    return sky.lonlat_to_image_pixel(np.asarray(catalogue["l"])[order], np.asarray(catalogue["b"])[order], height, width)
+    return maps.lonlat_to_image_pixel(np.asarray(catalogue["l"])[order], np.asarray(catalogue["b"])[order], height, width)
 
 
 @functools.lru_cache(maxsize=8)
 def _image_vectors(height: int, width: int) -> np.ndarray:
-    lon, lat = sky.image_lonlat(height, width)
+    lon, lat = maps.image_lonlat(height, width)
     ll, bb = np.meshgrid(np.radians(lon), np.radians(lat))
     return np.stack([np.cos(bb) * np.cos(ll), np.cos(bb) * np.sin(ll), np.sin(bb)], axis=-1)  # (H, W, 3)
 
@@ -161,7 +161,7 @@ def localisation_score(positive: np.ndarray, catalogue: Mapping[str, Any], heigh
     l, b = np.asarray(catalogue["l"])[order], np.asarray(catalogue["b"])[order]
     theta_s = np.degrees(np.arctan(np.asarray(catalogue["r_s"])[order] / np.asarray(catalogue["distance"])[order]))
     radii = np.maximum(radius_scale * theta_s, min_radius_px * 180.0 / height)
-    rows, cols = sky.lonlat_to_image_pixel(l, b, height, width)
+    rows, cols = maps.lonlat_to_image_pixel(l, b, height, width)
     out: dict[str, Any] = {"rows": rows.tolist(), "cols": cols.tolist(), "radii_deg": radii.tolist(), "n_lenses": int(len(order))}
     if len(order) == 0 or not np.any(positive > 0):
         return {**out, "score": float("nan"), "p_value": float("nan"), "lens_mean": 0.0, "random_mean": 0.0,

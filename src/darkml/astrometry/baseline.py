@@ -29,7 +29,7 @@ import functools
 
 import numpy as np
 
-from .sky import image_lonlat, projection_index
+from .maps import image_lonlat, projection_index
 
 __all__ = ["DEFAULT_SMOOTHING_PX", "chi2_excess", "null_expectation", "smooth_images"]
 
@@ -88,7 +88,7 @@ def chi2_excess(maps: np.ndarray, nside: int, smoothing_px: float = DEFAULT_SMOO
                 noise_var: float = 1.0) -> np.ndarray:
     """Fractional excess power T / E0[T] - 1 of projected maps (N, 2, H, W), one score per map.
 
-    ``maps``: plate carrée images as made by :func:`darkml.astrometry.sky.project` from a RING
+    ``maps``: plate carrée images as made by :func:`darkml.astrometry.maps.project` from a RING
     map of ``nside``, in units where the per-HEALPix-pixel noise variance is ``noise_var``
     (1 for maps divided by the nominal per-pixel noise). Larger scores mean more power than
     noise alone gives; the score's mean over noise-only maps is 0.

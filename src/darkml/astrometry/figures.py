@@ -22,7 +22,7 @@ from ..parallel import chunk_rng  # noqa: E402
 from ..report import Report, fmt_ci  # noqa: E402
 from ..runs import Run  # noqa: E402
 from ..storage import SampleStore  # noqa: E402
-from . import attribution, sky  # noqa: E402
+from . import attribution, maps  # noqa: E402
 from .config import SCENARIOS, AstrometryConfig  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -55,8 +55,8 @@ def fig_noisy(cfg: AstrometryConfig, signal: np.ndarray, scenario: str) -> Any:
     """Fig. 4: one signal+noise and one noise-only map of ``scenario`` (display noise draw)."""
     s = cfg.data.survey(scenario)
     rng = chunk_rng(cfg.seed, 0, 99)
-    with_sig, _ = sky.add_noise(signal.astype(np.float64), n_q=s.n_q, sigma_u=s.sigma_u, rng=rng)
-    noise, _ = sky.add_noise(np.zeros_like(signal, dtype=np.float64), n_q=s.n_q, sigma_u=s.sigma_u, rng=rng)
+    with_sig, _ = maps.add_noise(signal.astype(np.float64), n_q=s.n_q, sigma_u=s.sigma_u, rng=rng)
+    noise, _ = maps.add_noise(np.zeros_like(signal, dtype=np.float64), n_q=s.n_q, sigma_u=s.sigma_u, rng=rng)
     fig = plt.figure(figsize=(10, 6.4))
     _moll_row(fig, [with_sig[0], with_sig[1]], [f"signal+noise µ_l ({scenario})", f"signal+noise µ_b ({scenario})"], 0, 2, "µas/yr")
     _moll_row(fig, [noise[0], noise[1]], ["noise only µ_l", "noise only µ_b"], 1, 2, "µas/yr")
@@ -114,13 +114,13 @@ def fig_attribution(cfg: AstrometryConfig, run: Run, att: dict[str, Any]) -> Any
     data = np.load(path)
     positive = data["positive"]
     sig_store = SampleStore.open(run.dataset_path / "signal.zarr")
-    proj = sky.projection_index(cfg.sky.nside, cfg.sky.image_height, cfg.sky.image_width)
+    proj = maps.projection_index(cfg.sky.nside, cfg.sky.image_height, cfg.sky.image_width)
     n = len(positive)
     fig, axes = plt.subplots(n, 2, figsize=(11, 2.9 * n), squeeze=False)
     extent = (180, -180, -90, 90)
     for k in range(n):
         si = int(data["signal_index"][k])
-        signal = sky.project(sig_store.read("signal", [si])[0].astype(np.float64), proj)
+        signal = maps.project(sig_store.read("signal", [si])[0].astype(np.float64), proj)
         cat = sig_store.table("subhalos", samples=[si])
         rows, cols = attribution.strongest_lens_pixels(cat, cfg.sky.image_height, cfg.sky.image_width, cfg.evaluate.n_lenses,
                                                       nside=cfg.sky.nside, max_angle_deg=cfg.sky.max_angle_deg)

@@ -34,7 +34,7 @@ import numpy as np
 from .. import __version__
 from ..parallel import chunk_rng, run_chunks
 from ..storage import ArraySpec, DatasetError, SampleStore
-from . import population, sky
+from . import maps, population, sky
 from .config import AstrometryConfig
 
 log = logging.getLogger(__name__)
@@ -162,12 +162,12 @@ def simulate_scenario_chunk(cfg_json: dict[str, Any], signal_path: str, path: st
     pair = j // 2
     signal = sig_store.read("signal", sig_store.chunk_slice(i)).astype(np.float64)
     rng = chunk_rng(cfg.seed, i, 1, scenario_stream(name))
-    proj = sky.projection_index(cfg.sky.nside, cfg.sky.image_height, cfg.sky.image_width)
+    proj = maps.projection_index(cfg.sky.nside, cfg.sky.image_height, cfg.sky.image_width)
     out = np.empty((len(j), 2, cfg.sky.image_height, cfg.sky.image_width), np.float32)
     for k, (sig, p) in enumerate(zip(is_signal, pair)):
         mean = signal[p - pair[0]] if sig else np.zeros_like(signal[0])
-        noisy, _ = sky.add_noise(mean, n_q=survey.n_q, sigma_u=survey.sigma_u, rng=rng)
-        out[k] = sky.project(noisy, proj)
+        noisy, _ = maps.add_noise(mean, n_q=survey.n_q, sigma_u=survey.sigma_u, rng=rng)
+        out[k] = maps.project(noisy, proj)
     store.write_chunk(
         i,
         {

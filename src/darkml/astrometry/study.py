@@ -25,9 +25,10 @@ from ..config import load_config
 from ..learn import ArrayDataset, ClassifierModule, fit, load_best, make_loader, predict
 from ..runs import Run
 from ..study import Stage, Study, execute
-from . import attribution, baseline, figures, simulate as sim
+from . import attribution, baseline, figures
+from . import simulate as sim
 from .config import AstrometryConfig
-from .models import MODELS, build_model
+from .models import build_model
 
 log = logging.getLogger(__name__)
 

@@ -17,14 +17,25 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 import numpy as np
-from pydantic import Field, field_validator, model_validator
 from scipy import special
 
-from darkml.config import Section, StudyConfig
 from darkml.physics import constants as const
+
+from .config import (  # noqa: F401 (re-exported: the records' config types)
+    MAX_POINT_MASSES,
+    AxionCfg,
+    CDMCfg,
+    CosmologyCfg,
+    DatasetCfg,
+    ImageCfg,
+    InstrumentCfg,
+    LensingSimConfig,
+    MainLensCfg,
+    Range,
+    SourceCfg,
+)
 
 __all__ = [
     "CLASS_NAMES",
@@ -61,182 +72,32 @@ __all__ = [
 #: label -> class name (label 0, 1, 2)
 CLASS_NAMES = ("no_substructure", "cdm", "axion")
 
-#: hard limit on point masses (CDM subhalos + vortex points) per image. Both backends cost
-#: time linear in this number (lenstronomy ~0.2 ms per point mass per 64x64 image at
-#: supersampling 2); the torch backend's memory is independent of it (point masses are
-#: summed in blocks), so the limit is about run time and catalogue size, not memory.
-MAX_POINT_MASSES = 10_000
 
 
 class RecordError(ValueError):
     """A parameter record is non-finite or unphysical (e.g. a degenerate draw)."""
 
 
-# ---------------------------------------------------------------------------------------
-# configuration
-# ---------------------------------------------------------------------------------------
-Range = tuple[float, float]
 
 
-def _ordered(name: str, v: Range) -> Range:
-    lo, hi = float(v[0]), float(v[1])
-    if not (math.isfinite(lo) and math.isfinite(hi)):
-        raise ValueError(f"{name} = {list(v)}: bounds must be finite")
-    if lo > hi:
-        raise ValueError(f"{name} = {list(v)}: inverted range (need low <= high)")
-    return lo, hi
 
 
-class InstrumentCfg(Section):
-    """Instrument and observation (lenstronomy's ObservationConfig numbers)."""
-
-    name: str = "euclid"
-    pixel_scale: float = Field(0.101, gt=0, le=10, description="arcsec per pixel")
-    psf_fwhm: float = Field(0.16, gt=0, le=10, description="Gaussian PSF FWHM [arcsec]")
-    psf_truncation: float = Field(5.0, ge=1, le=20, description="PSF kernel radius in units of sigma")
-    exposure_time: float = Field(566.0, gt=0, description="seconds per exposure")
-    num_exposures: int = Field(4, ge=1)
-    read_noise: float = Field(4.2, ge=0, description="e- rms per exposure")
-    ccd_gain: float = Field(3.1, gt=0, description="e-/ADU (recorded; data are in e-/s)")
-    sky_brightness: float = Field(22.3, description="mag/arcsec^2")
-    zero_point: float = Field(25.72, description="magnitude of a 1 e-/s source")
 
 
-class ImageCfg(Section):
-    num_pix: int = Field(64, gt=0, le=1024, description="image side in pixels")
-    supersampling: int = Field(2, ge=1, le=8, description="rays per pixel side")
-    noise: bool = True
 
 
-class CosmologyCfg(Section):
-    H0: float = Field(70.0, gt=0)
-    Om0: float = Field(0.3, gt=0, lt=1)
-    Ob0: float = Field(0.05, ge=0, lt=1)
-    z_lens: float = Field(0.5, gt=0)
-    z_source: float = Field(1.0, gt=0)
-
-    @model_validator(mode="after")
-    def _z_order(self):
-        if self.z_source <= self.z_lens:
-            raise ValueError(f"cosmology.z_source = {self.z_source} must be > z_lens = {self.z_lens}")
-        if self.Ob0 > self.Om0:
-            raise ValueError(f"cosmology.Ob0 = {self.Ob0} must be <= Om0 = {self.Om0}")
-        return self
 
 
-class MainLensCfg(Section):
-    halo_mass: Range = Field((8e11, 1.2e12), description="Msun, uniform; theta_E from the point-mass formula")
-    ellipticity: Range = Field((0.0, 0.2), description="|e| uniform (lenstronomy e=(1-q)/(1+q)); angle uniform")
-    shear: Range = Field((0.0, 0.1), description="|gamma_ext| uniform; angle uniform")
-    center: float = Field(0.0, ge=0, le=1, description="lens centre uniform in [-c, c] arcsec per axis")
-
-    @field_validator("halo_mass", "ellipticity", "shear")
-    @classmethod
-    def _rng(cls, v, info):
-        lo, hi = _ordered(f"lens.{info.field_name}", v)
-        if info.field_name == "halo_mass" and lo <= 0:
-            raise ValueError(f"lens.halo_mass = {list(v)}: masses must be > 0")
-        if info.field_name == "ellipticity" and not (0 <= lo and hi < 0.9):
-            raise ValueError(f"lens.ellipticity = {list(v)}: must lie in [0, 0.9)")
-        if info.field_name == "shear" and not (0 <= lo and hi < 0.5):
-            raise ValueError(f"lens.shear = {list(v)}: must lie in [0, 0.5)")
-        return lo, hi
 
 
-class SourceCfg(Section):
-    magnitude: Range = Field((19.5, 20.5), description="total magnitude, uniform")
-    r_sersic: Range = Field((0.15, 0.35), description="arcsec, uniform")
-    n_sersic: Range = Field((0.7, 1.5), description="Sersic index, uniform")
-    ellipticity: Range = Field((0.0, 0.3), description="|e| uniform; angle uniform")
-    center: float = Field(0.35, ge=0, le=5, description="source centre uniform in [-c, c] arcsec per axis")
-
-    @field_validator("magnitude", "r_sersic", "n_sersic", "ellipticity")
-    @classmethod
-    def _rng(cls, v, info):
-        lo, hi = _ordered(f"source.{info.field_name}", v)
-        if info.field_name == "r_sersic" and lo <= 0:
-            raise ValueError(f"source.r_sersic = {list(v)}: must be > 0")
-        if info.field_name == "n_sersic" and not (0.3 <= lo and hi <= 8):
-            raise ValueError(f"source.n_sersic = {list(v)}: must lie in [0.3, 8]")
-        if info.field_name == "ellipticity" and not (0 <= lo and hi < 0.9):
-            raise ValueError(f"source.ellipticity = {list(v)}: must lie in [0, 0.9)")
-        return lo, hi
 
 
-class CDMCfg(Section):
-    mean_number: float = Field(25.0, ge=0, description="Poisson mean of the subhalo count per image")
-    mass_min: float = Field(1e6, gt=0, description="Msun")
-    mass_max: float = Field(1e10, gt=0, description="Msun")
-    slope: float = Field(-1.9, ge=-5, le=1, description="dN/dM proportional to M**slope")
-    r_min: float = Field(0.25, ge=0, description="arcsec; radius uniform in [r_min, r_max]")
-    r_max: float = Field(2.0, gt=0, description="arcsec")
-    max_number: int = Field(1000, ge=1, le=MAX_POINT_MASSES, description="hard cap on subhalos per image")
-
-    @model_validator(mode="after")
-    def _check(self):
-        if self.mass_min >= self.mass_max:
-            raise ValueError(f"cdm.mass_min = {self.mass_min:g} must be < cdm.mass_max = {self.mass_max:g}")
-        if self.r_min >= self.r_max:
-            raise ValueError(f"cdm.r_min = {self.r_min} must be < cdm.r_max = {self.r_max}")
-        need = self.mean_number + 10 * math.sqrt(self.mean_number)
-        if need > self.max_number:
-            raise ValueError(
-                f"cdm.mean_number = {self.mean_number:g}: too many subhalos per image (mean + 10 sigma = {need:.0f} "
-                f"> cdm.max_number = {self.max_number}; the hard limit is {MAX_POINT_MASSES} point masses per image)"
-            )
-        return self
 
 
-class AxionCfg(Section):
-    log10_mass: Range = Field((-24.0, -22.0), description="log10(m_a / eV), uniform")
-    n_points: int = Field(100, ge=1, le=MAX_POINT_MASSES, description="equal point masses along the vortex")
-    vortex_mass: float = Field(3e10, gt=0, description="total vortex mass [Msun]")
-    length_scale: float = Field(0.06, gt=0, description="L_half[arcsec] = length_scale * 1e-22 eV / (2 m_a)")
-
-    @field_validator("log10_mass")
-    @classmethod
-    def _rng(cls, v):
-        lo, hi = _ordered("axion.log10_mass", v)
-        if not (-30 <= lo and hi <= -15):
-            raise ValueError(f"axion.log10_mass = {list(v)}: must lie in [-30, -15]")
-        return lo, hi
 
 
-class DatasetCfg(Section):
-    n_per_class_train: int = Field(30_000, ge=1, description="training images per class")
-    n_per_class_test: int = Field(5_000, ge=1, description="test images per class (separate store)")
-    chunk_size: int = Field(300, ge=3, le=30_000, description="samples per dataset chunk; multiple of 3")
-    batch_size: int = Field(16, ge=1, le=4096, description="images rendered together by the torch backend (CPU eager 16, compiled 64, GPU 256+)")
-    backend: Literal["torch", "lenstronomy"] = "torch"
-    compile: bool = Field(False, description="torch.compile the torch backend's kernels (faster on CPU after a one-off compile)")
-
-    @field_validator("backend", mode="before")
-    @classmethod
-    def _backend(cls, v):
-        if v not in ("torch", "lenstronomy"):
-            raise ValueError(f"dataset.backend = {v!r}: unknown backend (choose torch or lenstronomy)")
-        return v
-
-    @field_validator("chunk_size")
-    @classmethod
-    def _chunk(cls, v):
-        if v % 3:
-            raise ValueError(f"dataset.chunk_size = {v}: must be a multiple of 3 (classes interleave)")
-        return v
 
 
-class LensingSimConfig(StudyConfig):
-    """The strong-lensing simulation study config (presets: ``euclid``, ``hst``, …)."""
-
-    study: str = "lensing"
-    instrument: InstrumentCfg = InstrumentCfg()
-    image: ImageCfg = ImageCfg()
-    cosmology: CosmologyCfg = CosmologyCfg()
-    lens: MainLensCfg = MainLensCfg()
-    source: SourceCfg = SourceCfg()
-    cdm: CDMCfg = CDMCfg()
-    axion: AxionCfg = AxionCfg()
-    dataset: DatasetCfg = DatasetCfg()
 
 
 # ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ import torch
 
 from darkml.config import config_to_dict
 from darkml.parallel import chunk_rng, run_chunks
-from darkml.phasespace import mocks
+from darkml.phasespace import disc, mocks
 from darkml.phasespace.catalogue import load_catalogue
 from darkml.runs import Run
 from darkml.storage import ArraySpec, DatasetError, SampleStore
@@ -32,8 +32,8 @@ def _truth_cached(key: str):
         pl = mocks.Plummer(mc.plummer_mass_msun, mc.plummer_scale_kpc)
         return pl, pl
     pot = mocks.MilkyWay2014()
-    comps = [mocks.DiscComponent(c.fraction, c.sigma_kms, c.scale_length_kpc) for c in mc.components]
-    return pot, mocks.DiscDF(pot, comps, tuple(mc.observer_kpc), mc.radius_kpc)
+    comps = [disc.DiscComponent(c.fraction, c.sigma_kms, c.scale_length_kpc) for c in mc.components]
+    return pot, disc.DiscDF(pot, comps, tuple(mc.observer_kpc), mc.radius_kpc)
 
 
 log = logging.getLogger(__name__)

@@ -1,14 +1,4 @@
-"""Encoders for self-supervised learning on strong-lensing images, registered as ``kind="encoder"``.
-
-Augmentations act on batches of single-channel flux images ``(B, 1, H, W)`` on the device of
-the batch and respect the physics of the data: sky rotations (exact D4 part plus a residual
-angle by bilinear resampling), flips (parity), small integer shifts (circular, so flux is
-conserved exactly), PSF changes (convolution with a unit-sum Gaussian in Fourier space:
-total flux conserved, PSF variances add) and detector noise (zero-mean Gaussian). No colour
-jitter, contrast or brightness changes: a single band of peak-normalised flux has no colour.
-DINO's local crops keep the native pixel scale (no resizing, which would change the
-apparent Einstein radius); the ResNets pool globally and the ViT interpolates its position
-embedding, so both take the smaller crops directly.
+"""Encoders for self-supervised learning on strong-lensing images.
 
 Encoders (``ENCODERS``; all take ``(B, 1, H, W)`` and return ``(B, out_dim)`` features):
 
@@ -24,12 +14,13 @@ Encoders (``ENCODERS``; all take ``(B, 1, H, W)`` and return ``(B, out_dim)`` fe
 
 from __future__ import annotations
 
-from typing import Callable
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from darkml.learn.registry import create_encoder, register_model
+from darkml.learn.resnet import resnet
 
 
 # ---------------------------------------------------------------------------------------
@@ -40,15 +31,10 @@ class ResNetEncoder(nn.Module):
 
     def __init__(self, depth: int = 50, in_chans: int = 1):
         super().__init__()
-        import torchvision
-
         if depth not in (18, 50):
             raise ValueError(f"resnet depth = {depth}: must be 18 or 50")
-        net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
-        net.conv1 = nn.Conv2d(in_chans, 64, kernel_size=7, stride=2, padding=3, bias=False)
-        self.out_dim = net.fc.in_features
-        net.fc = nn.Identity()
-        self.net = net
+        self.net = resnet(depth, in_chans, num_outputs=None, stem_init=False)  # the one ResNet builder
+        self.out_dim = self.net.out_dim
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -139,14 +125,18 @@ class TinyResNetEncoder(nn.Module):
         return self.stages(self.stem(x)).mean(dim=(-2, -1))
 
 
-#: name -> builder(image_size, patch_size) -> encoder with ``.out_dim``
-ENCODERS: dict[str, Callable[..., nn.Module]] = {
+# the encoders, registered by name (``create_encoder(name, image_size=…, patch_size=…)``)
+for _name, _build in {
     "resnet50": lambda image_size=64, patch_size=8: ResNetEncoder(50),
     "resnet18": lambda image_size=64, patch_size=8: ResNetEncoder(18),
     "vit": lambda image_size=64, patch_size=8: ViTEncoder(image_size, patch_size, dim=384, depth=12, heads=6),
     "vit-tiny": lambda image_size=64, patch_size=8: ViTEncoder(image_size, patch_size, dim=64, depth=4, heads=4),
     "resnet-tiny": lambda image_size=64, patch_size=8: TinyResNetEncoder(),
-}
+}.items():
+    register_model(_name, kind="encoder", description=_name)(_build)
+
+#: encoder names, in the order the docs list them
+ENCODERS: tuple[str, ...] = ("resnet50", "resnet18", "vit", "vit-tiny", "resnet-tiny")
 
 
 def build_encoder(name: str, image_size: int = 64, patch_size: int = 8, seed: int | None = None) -> nn.Module:
@@ -154,10 +144,10 @@ def build_encoder(name: str, image_size: int = 64, patch_size: int = 8, seed: in
     if name not in ENCODERS:
         raise ValueError(f"encoder = {name!r}: unknown (choose from {', '.join(ENCODERS)})")
     if seed is None:
-        return ENCODERS[name](image_size=image_size, patch_size=patch_size)
+        return create_encoder(name, image_size=image_size, patch_size=patch_size)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        return ENCODERS[name](image_size=image_size, patch_size=patch_size)
+        return create_encoder(name, image_size=image_size, patch_size=patch_size)
 
 
 class FineTuneModel(nn.Module):

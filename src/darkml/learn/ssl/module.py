@@ -15,33 +15,7 @@ from torch import Tensor, nn
 
 from ..views import ViewAugment
 
-__all__ = [
-    "ROTATIONS",
-    "ViewAugment",
-    "rotate_d4",
-    "rotate",
-    "shift",
-    "blur_psf",
-    "add_noise",
-    "local_crops",
-    "ResNetEncoder",
-    "ViTEncoder",
-    "TinyResNetEncoder",
-    "ENCODERS",
-    "build_encoder",
-    "FineTuneModel",
-    "embedding_std",
-    "SSLModule",
-    "SimCLR",
-    "BYOL",
-    "SimSiam",
-    "DINO",
-    "METHODS",
-    "METHOD_LABELS",
-    "build_method",
-    "default_views",
-    "extract_features",
-]
+__all__ = ["SSLModule", "embedding_std"]
 
 
 # ---------------------------------------------------------------------------------------
