@@ -20,6 +20,8 @@ from typing import Callable, Iterable, Iterator, Sequence, TypeVar
 
 import numpy as np
 
+from .config import ConfigError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -32,8 +34,6 @@ _ADDRESS = re.compile(r"^(?:(tcp|tls|inproc|ucx|ws|wss)://)?[A-Za-z0-9_.\-\[\]:]
 
 def check_scheduler_address(address: str) -> str:
     """Check a Dask scheduler address's syntax before any work: ``local`` or ``[proto://]host:port``."""
-    from .config import ConfigError
-
     if address == "local":
         return address
     m = _ADDRESS.match(address or "")
@@ -67,7 +67,14 @@ def progress(iterable: Iterable[T], total: int | None = None, desc: str = "", di
         yield from iterable
         return
     if sys.stderr.isatty():
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
         cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
         with Progress(*cols, transient=False) as bar:

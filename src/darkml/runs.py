@@ -34,6 +34,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel
 
+from . import __version__
 from .config import ConfigError, config_to_dict, validate
 
 log = logging.getLogger(__name__)
@@ -143,8 +144,6 @@ def provenance() -> dict[str, Any]:
     """Where a run came from: darkml version, git commit and dirty flag (from a checkout),
     Python/torch/CUDA and key package versions, machine."""
     from importlib import metadata
-
-    from . import __version__
 
     packages = {}
     for name in KEY_PACKAGES:

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from .config import ConfigError, StudyConfig, list_presets, load_config, preset_description, read_preset
+from .parallel import check_scheduler_address
 from .runs import Run, RunError
 
 log = logging.getLogger(__name__)
@@ -170,8 +171,6 @@ def check_execution(options: Mapping[str, Any]) -> dict[str, Any]:
             raise ConfigError(f"--accelerator = {acc!r}: no CUDA device is available on this machine (use cpu or auto)")
     sched = out.get("scheduler")
     if sched not in (None, "", "local"):
-        from .parallel import check_scheduler_address
-
         check_scheduler_address(sched)
     return out
 

@@ -197,3 +197,17 @@ def test_pipeline_learns_a_learnable_toy_problem(tmp_path):
     sd = float(np.nanstd(m))
     for model in ("cnn", "c8"):
         assert test[model]["rmse"]["value"] < 0.7 * sd, (model, test[model]["rmse"], sd)
+
+
+def test_simulate_stage_writes_the_datasets_the_other_stages_read(tmp_path):
+    from darkml.equivariant import benchmark, study
+    from darkml.study import execute
+
+    cfg = load_benchmark_config("quick", TINY + ["data.n_per_class_train=4", "data.n_per_class_test=2",
+                                                 "data.sim_overrides=[dataset.chunk_size=6]"])
+    run, _ = execute(study.STUDY, cfg, tmp_path / "r", ["simulate"])
+    data = benchmark.load_data(cfg, run)
+    x, y, m = data["euclid"]["train"]
+    assert x.shape == (12, 1, 64, 64) and sorted(np.bincount(y)) == [4, 4, 4]
+    assert np.isfinite(m[y == 2]).all() and np.isnan(m[y != 2]).all()
+    assert run.metrics()["benchmark"]["datasets"]["euclid"]["n_train"] == 12

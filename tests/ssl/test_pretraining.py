@@ -152,3 +152,16 @@ def test_pipeline_on_simulated_images(tmp_path):
     m = run.metrics()
     assert m["data"]["euclid"]["image_shape"] == [1, 64, 64] and m["data"]["euclid"]["n_test"] == 12
     assert "Table 1: Model B (Euclid-like)" in run.report_path.read_text()
+
+
+def test_simulate_stage_draws_from_the_lensing_simulator(tmp_path):
+    """The study's own data path (not the toy set): simulate writes each instrument's stores
+    into the run and train/evaluate read them back."""
+    from darkml.ssl import study
+    from darkml.study import execute
+
+    cfg = load("quick", ["data.source=simulate", "data.instruments=[hst]", "data.n_per_class_train=4",
+                         "data.n_per_class_test=2", "data.sim_set=[dataset.chunk_size=6]"])
+    run, out = execute(study.STUDY, cfg, tmp_path / "r", ["simulate"])
+    assert out["simulate"] == {"hst": 3 * 4 + 3 * 2}
+    assert (run.dataset_path / "hst" / "train.zarr").is_dir() and run.stage_finished("simulate")

@@ -50,6 +50,7 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import torch
 
+from ..learn.devices import resolve_device as _resolve_device
 from . import lensing
 from .config import SCENARIOS
 from .discs import _dense_runs, _Grid, _grid, check_nside, disc_pairs, disc_runs, disc_slots, expand_runs, pixel_basis  # noqa: F401
@@ -84,17 +85,8 @@ QUANTITIES = {"velocity": "µas/yr", "deflection": "µas", "acceleration": "µas
 
 
 def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."""
-    if isinstance(name, torch.device):
-        return name
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"sky.device = {name!r}: CUDA is not available on this machine (use 'cpu' or 'auto')")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"sky.device = {name!r}: must be 'auto', 'cpu' or 'cuda'")
-    return dev
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error (``sky.device``)."""
+    return _resolve_device(name, field="sky.device")
 
 
 

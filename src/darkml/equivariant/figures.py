@@ -13,6 +13,7 @@ from darkml import metrics
 from darkml.equivariant.models import DESCRIPTIONS
 from darkml.runs import Run
 
+from ..report import Report, fmt_ci
 from .benchmark import _tag
 from .config import CLASS_NAMES, PAPER_LABELS, PAPER_TABLE1, PAPER_TABLE2, BenchmarkConfig
 
@@ -171,8 +172,6 @@ def report(cfg: BenchmarkConfig, run: Run) -> Path:
     import matplotlib
 
     matplotlib.use("Agg")
-    from ..report import Report, fmt_ci
-
     saved = run.metrics()
     bench = saved.get("benchmark", {})
     rep = Report(f"Strong lensing — ResNet50 vs equivariant networks ({cfg.task})",

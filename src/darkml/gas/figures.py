@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from ..config import config_to_dict
+from ..learn.train import read_history
 from ..report import Report
 from ..runs import Run
 
@@ -136,8 +137,6 @@ def _maps(pred: dict[str, np.ndarray], names: list[str], n_show: int, lows: dict
 
 def _curves(run: Run, cfg) -> Any:
     import matplotlib.pyplot as plt
-
-    from ..learn.train import read_history
 
     fig, ax = plt.subplots(figsize=(5, 3.5))
     any_ = False

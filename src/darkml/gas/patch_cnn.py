@@ -37,6 +37,7 @@ import torch
 from torch import nn
 
 from ..learn import RegressorModule
+from .patches import PatchDataset, PatchPlanes, pad_planes
 
 __all__ = [
     "PatchCNN",
@@ -203,8 +204,6 @@ class PatchRegressor(RegressorModule):
 def predict_map(model: PatchCNN, src: np.ndarray | torch.Tensor, ring_r_kpc: np.ndarray | torch.Tensor,
                 device: str | torch.device = "cpu", planes_per_batch: int = 64, clamp: bool = True) -> np.ndarray:
     """Fully convolutional prediction of whole planes ``(P, H, W)`` (scaled units), reflect-padded."""
-    from .patches import pad_planes
-
     model = model.to(device).eval()
     src_t = torch.as_tensor(np.asarray(src) if not torch.is_tensor(src) else src, dtype=torch.float32)
     ring = torch.as_tensor(np.asarray(ring_r_kpc, dtype=np.float32)) / 10.0
@@ -221,8 +220,6 @@ def predict_map(model: PatchCNN, src: np.ndarray | torch.Tensor, ring_r_kpc: np.
 def predict_patchwise(model: PatchCNN, src: np.ndarray, ring_r_kpc: np.ndarray, device: str | torch.device = "cpu",
                       batch_size: int = 8192, clamp: bool = True) -> np.ndarray:
     """The same prediction patch by patch (the paper's view): every pixel's D x D window separately."""
-    from .patches import PatchDataset, PatchPlanes
-
     model = model.to(device).eval()
     src = np.asarray(src, dtype=np.float32)
     p, h, w = src.shape

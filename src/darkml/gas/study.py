@@ -30,6 +30,7 @@ from typing import Any, Iterable
 import numpy as np
 import torch
 
+from darkml.learn.devices import resolve_device, save_torch
 from darkml.study import Shortcut, Stage, Study, execute
 
 from ..config import config_to_dict
@@ -111,9 +112,7 @@ def simulate(run: Run, workers: int | None = None, scheduler: str | None = None)
 # train
 # ---------------------------------------------------------------------------------------------
 def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return name
+    return str(resolve_device(name, field="gp.device"))
 
 
 def _cnn_module(cfg: GasConfig, loss: str, window: int, filters: int, lr: float, max_weight: float, epochs: int):
@@ -146,11 +145,6 @@ def _train_cnn(cfg: GasConfig, prep: Prepared, run: Run, loss: str, ckpt: Path, 
     load_best(module, res.best_path)
     return module, res
 
-
-def _save_torch(obj: Any, path: Path) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def _scaled_cfg(cfg: GasConfig) -> dict:
@@ -185,7 +179,7 @@ def train(run: Run, devices: Any = "auto", accelerator: str | None = None) -> di
                 gp = LinePatchGP(cfg.gp.patch, cfg.gp.stride, cfg.gp.max_train_points, cfg.gp.iters, cfg.gp.lr,
                                  cfg.gp.min_active, cfg.gp.predict_chunk, cfg.seed, prep.n_rings,
                                  device=_device(cfg.gp.device)).fit(both)
-                _save_torch(gp.state(), path)
+                save_torch(path, gp.state())
         hp = gp.model.hyperparameters()
         out["gp"] = {"fit_seconds": gp.fit_seconds, "pooled_rings": gp.pooled_rings,
                      "n_train_per_gp": int(gp.model.train_inputs[0].shape[-2]),

@@ -10,6 +10,8 @@ from darkml.gas.synthetic import TileSpec, simulate_tile
 from darkml.runs import Run
 from darkml.storage import ArraySpec, DatasetError, SampleStore
 
+from .mopra import load_survey
+
 
 # ---------------------------------------------------------------------------------------------
 # simulate
@@ -61,8 +63,6 @@ def _simulate_chunk(sky: dict, conversion: dict, seed: int, path: str, layout: l
 
 
 def _load_mopra(cfg: GasConfig, run: Run) -> SampleStore:
-    from .mopra import load_survey
-
     xco = cfg.conversion.xco_per_ring(cfg.sky.n_rings)
     tiles = load_survey(cfg.data.mopra_dir, xco, cfg.conversion.eta_mb, cfg.conversion.lte_tex_k,
                         cfg.data.mopra_12co_glob, cfg.data.mopra_13co_glob, cfg.data.mopra_rms_suffix,

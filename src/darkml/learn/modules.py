@@ -20,7 +20,7 @@ from torch import nn
 
 from .. import metrics
 
-__all__ = ["ClassifierModule", "RegressorModule", "make_optimizer"]
+__all__ = ["ClassifierModule", "RegressorModule", "make_optimizer", "plateau_optimizers"]
 
 
 def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
@@ -36,6 +36,15 @@ def make_optimizer(name: str, params, lr: float, weight_decay: float) -> torch.o
 
         return Lamb(params, lr=lr, weight_decay=weight_decay)
     raise ValueError(f"optimizer = {name!r}: must be one of adam, adamw, sgd, lamb")
+
+
+def plateau_optimizers(params, optimizer: str, lr: float, weight_decay: float, factor: float, patience: int,
+                       min_lr: float = 0.0) -> dict[str, Any]:
+    """Lightning's ``configure_optimizers`` answer: the optimizer, with the learning rate cut by
+    ``factor`` after ``patience`` epochs without a lower ``val_loss`` (down to ``min_lr``)."""
+    opt = make_optimizer(optimizer, params, lr, weight_decay)
+    sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=factor, patience=patience, min_lr=min_lr)
+    return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}
 
 
 class _Supervised(L.LightningModule):
@@ -55,11 +64,9 @@ class _Supervised(L.LightningModule):
         return self.model(x)
 
     def configure_optimizers(self) -> Any:
-        opt = make_optimizer(self.hparams.optimizer, self.parameters(), self.hparams.lr, self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
-            opt, mode="min", factor=self.hparams.plateau_factor, patience=self.hparams.plateau_patience
-        )
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}
+        h = self.hparams
+        return plateau_optimizers(self.parameters(), h.optimizer, h.lr, h.weight_decay, h.plateau_factor,
+                                  h.plateau_patience)
 
     # -- throughput -------------------------------------------------------
     def on_train_epoch_start(self) -> None:

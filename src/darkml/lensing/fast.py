@@ -34,6 +34,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..learn.devices import resolve_device as _resolve_device
 from . import fastmath
 from .params import (
     LensingSimConfig,
@@ -58,17 +59,7 @@ _LOG2E = 1.4426950408889634
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
     """'auto'/None -> cuda if available else cpu; an unavailable 'cuda' is an error."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"device = {str(device)!r}: must be cpu, cuda or auto") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device = {str(device)!r}: CUDA is not available on this machine (use cpu or auto)")
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device = {str(device)!r}: must be cpu, cuda or auto")
-    return dev
+    return _resolve_device(device, field="device")
 
 
 # ---------------------------------------------------------------------------------------

@@ -9,6 +9,8 @@ from pathlib import Path
 import numpy as np
 
 from darkml.lensing.params import CLASS_NAMES, SCALAR_FIELDS, LensingSimConfig
+from darkml.metrics import auc, bootstrap_ci
+from darkml.report import Report, fmt_ci
 from darkml.runs import atomic_write_json
 from darkml.storage import DatasetError
 
@@ -22,8 +24,6 @@ def flux_check(image_sums: np.ndarray, flux_scale: np.ndarray, labels: np.ndarra
     """AUC of total flux alone for each pair of classes (and one-vs-rest), for the physical
     total flux (sum of e-/s) and for the stored peak-normalised images (``image_sums`` = the
     per-image sum of ``images``). 0.5 = no information."""
-    from darkml.metrics import auc, bootstrap_ci
-
     tot_norm = np.asarray(image_sums, dtype=np.float64)
     tot_phys = tot_norm * flux_scale
     out: dict = {}
@@ -133,8 +133,6 @@ def report_dataset(path: Path | str, out: Path | str | None = None, split: str =
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from darkml.report import Report, fmt_ci
 
     path = Path(path)
     store = open_split(path, split)

@@ -11,6 +11,8 @@ from darkml.config import config_to_dict
 from darkml.runs import Run
 from darkml.storage import DatasetError
 
+from ..learn.train import read_history
+from ..report import Report
 from .config import ACC_UNIT, RHO_UNIT, PhaseSpaceConfig
 from .dataset import dataset_names
 from .ensembles import _members
@@ -100,8 +102,6 @@ def _figures(cfg: PhaseSpaceConfig, A: dict[str, np.ndarray]):
 def _training_figure(run: Run, cfg: PhaseSpaceConfig):
     import matplotlib.pyplot as plt
 
-    from ..learn.train import read_history
-
     fig, ax = plt.subplots(figsize=(6, 4))
     any_curve = False
     for name in dataset_names(cfg):
@@ -124,8 +124,6 @@ def _training_figure(run: Run, cfg: PhaseSpaceConfig):
 
 def build_report(cfg: PhaseSpaceConfig, run: Run) -> Path:
     """Write ``report.html`` from ``profiles.npz`` and ``metrics.json``."""
-    from ..report import Report
-
     path = run.path / "profiles.npz"
     if not path.is_file():
         raise DatasetError(f"{path} missing; run the evaluate stage first")

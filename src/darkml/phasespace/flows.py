@@ -30,7 +30,11 @@ import torch
 import zuko
 from torch import nn
 
-from ..learn.modules import count_parameters  # noqa: F401 (re-exported)
+from ..learn import ArrayDataset, fit, make_loader
+from ..learn.modules import (
+    count_parameters,  # noqa: F401 (re-exported)
+    plateau_optimizers,
+)
 
 log = logging.getLogger(__name__)
 
@@ -249,10 +253,9 @@ class DensityModule(L.LightningModule):
             self.log("lr", opt.param_groups[0]["lr"])
 
     def configure_optimizers(self):
-        opt = torch.optim.Adam(self.parameters(), lr=self.hparams.lr, weight_decay=self.hparams.weight_decay)
-        sched = torch.optim.lr_scheduler.ReduceLROnPlateau(opt, mode="min", factor=self.hparams.plateau_factor,
-                                                           patience=self.hparams.plateau_patience, min_lr=self.hparams.min_lr)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "monitor": "val_loss", "interval": "epoch"}}
+        h = self.hparams
+        return plateau_optimizers(self.parameters(), "adam", h.lr, h.weight_decay, h.plateau_factor, h.plateau_patience,
+                                  min_lr=h.min_lr)
 
 
 @contextlib.contextmanager
@@ -305,8 +308,6 @@ def member_split(n: int, member: int, seed: int, val_fraction: float, bootstrap:
 def train_member(x: np.ndarray, v: np.ndarray, spec_kwargs: dict[str, Any], settings: TrainSettings, ckpt_dir: Path,
                  member: int, seed: int, log_dir: Path | None = None, tag: str = "flow"):
     """Train ensemble member ``member`` on (x, v); returns ``darkml.learn.FitResult``."""
-    from ..learn import ArrayDataset, fit, make_loader
-
     tr, va = member_split(len(x), member, seed, settings.val_fraction, settings.bootstrap)
     spec = flow_spec(x[tr], v[tr], **spec_kwargs)
     data = np.concatenate([x, v], axis=1).astype(np.float32)

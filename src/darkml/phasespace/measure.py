@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from darkml.config import ConfigError
+from darkml.learn.devices import resolve_device
 from darkml.phasespace import boltzmann, flows, gauss, jeans
 from darkml.runs import Run, atomic_write_bytes
 
@@ -71,12 +72,10 @@ def _max_offset(ext: np.ndarray, k: int, R: float) -> float:
 
 
 def _device(cfg: PhaseSpaceConfig) -> torch.device:
-    d = cfg.measure.device
-    if d == "auto":
-        d = "cuda" if torch.cuda.is_available() else "cpu"
-    if d == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("measure.device = 'cuda': no CUDA device available")
-    return torch.device(d)
+    try:
+        return resolve_device(cfg.measure.device, field="measure.device")
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _agg(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

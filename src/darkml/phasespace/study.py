@@ -31,7 +31,7 @@ from darkml.study import Stage, Study, execute
 from .catalogue import CatalogueError
 from .config import PRESETS_DIR, PhaseSpaceConfig
 from .config import STUDY as STUDY_NAME
-from .dataset import dataset_names, load_stars, write_dataset  # noqa: F401 (re-exported)
+from .dataset import _n_parent, dataset_names, load_stars, write_dataset  # noqa: F401 (re-exported)
 from .ensembles import train_ensembles
 from .figures import build_report
 from .flows import SupportError
@@ -81,8 +81,6 @@ def run_all(cfg: PhaseSpaceConfig, run_dir: Path | str | None = None, workers: i
 
 
 def expected_outputs(cfg: PhaseSpaceConfig) -> dict[str, int]:
-    from .dataset import _n_parent
-
     return {"dataset": _n_parent(cfg) * 3 * 6 * 8}
 
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from darkml.learn import ArrayDataset, make_loader
+from darkml.lensing.dataset import load_images, load_sim_config, simulate_dataset
 from darkml.runs import Run
 
 from .config import Pair, SSLConfig
@@ -85,16 +86,14 @@ def toy_images(n_per_class: int, seed: int = 0, size: int = 64, noise_sigma: flo
 
 def _simulated(cfg: SSLConfig, run: Run, instrument: str) -> tuple[Split, Split]:
     """Simulate (or reuse) one instrument's train and test sets with the lensing simulator."""
-    from . import study as sim_study  # the simulator's dataset API
-
-    sim_cfg = sim_study.load_sim_config(
+    sim_cfg = load_sim_config(
         instrument,
         overrides=[f"seed={cfg.seed}", f"dataset.n_per_class_train={cfg.data.n_per_class_train}",
                    f"dataset.n_per_class_test={cfg.data.n_per_class_test}", *cfg.data.sim_set],
     )
     path = run.dataset_path / instrument
-    sim_study.simulate_dataset(sim_cfg, path, workers=cfg.data.workers)
-    return tuple(Split(*sim_study.load_images(path, split=s)) for s in ("train", "test"))  # type: ignore[return-value]
+    simulate_dataset(sim_cfg, path, workers=cfg.data.workers)
+    return tuple(Split(*load_images(path, split=s)) for s in ("train", "test"))  # type: ignore[return-value]
 
 
 def load_data(cfg: SSLConfig, run: Run | None, instrument: str) -> tuple[Split, Split]:

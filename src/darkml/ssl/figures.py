@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from darkml.learn.ssl import METHOD_LABELS
+from darkml.report import Report, fmt_ci
 from darkml.runs import Run
 
 from .config import PAPER_TABLES, SSLConfig, _ds_label, paper_encoder
@@ -184,8 +185,6 @@ def _init_rows(cfg: SSLConfig, res: dict, key: str, init_col: str, random_label:
 
 def write_report(run: Run, cfg: SSLConfig | None = None) -> Path:
     """Tables 1 and 2, Fig. 2, label efficiency, linear probes, pre-training diagnostics."""
-    from darkml.report import Report, fmt_ci
-
     cfg = cfg or run.load_config(SSLConfig)
     m = run.metrics()
     res = m.get("results", {})

@@ -22,7 +22,6 @@ evaluated model a ``result.json``; a re-run skips finished pieces.
 from __future__ import annotations
 
 import copy
-import io
 import json
 import logging
 import math
@@ -34,10 +33,11 @@ import torch
 
 from darkml import metrics
 from darkml.learn import ClassifierModule, RegressorModule, fit, load_best, predict
+from darkml.learn.devices import save_torch
 from darkml.learn.ssl import build_method
 from darkml.learn.ssl.module import embedding_std
 from darkml.learn.views import ViewAugment, default_views
-from darkml.runs import Run, atomic_write_bytes, atomic_write_json
+from darkml.runs import Run, atomic_write_json
 
 from .config import SSLConfig
 from .data import Split, _axion, _loader, _subset, label_subset
@@ -112,7 +112,7 @@ def pretrain_encoder(cfg: SSLConfig, method: str, encoder_name: str, images: np.
         if any("train_images_per_s" in h for h in hist) else None,
         "history": [{k: h.get(k) for k in ("epoch", "train_loss", "val_loss", "embed_std", "val_embed_std")} for h in hist],
     }
-    _save_torch(enc_path, state)
+    save_torch(enc_path, state)
     atomic_write_json(info_path, info)
     _drop_checkpoints(out_dir / "ckpt")
     return encoder, info
@@ -132,11 +132,6 @@ def _collapse(module, images: np.ndarray, n: int = 512) -> tuple[float, float]:
     module.train(was)
     return embedding_std(torch.cat(hs)), embedding_std(torch.cat(zs))
 
-
-def _save_torch(path: Path, obj: Any) -> None:
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 def _drop_checkpoints(ckpt_dir: Path) -> None:
@@ -190,7 +185,7 @@ def finetune(cfg: SSLConfig, encoder: torch.nn.Module, task: Literal["classify",
         result.update(metrics.regression_metrics(test.log10_m, out, n_boot=e.n_boot, level=e.level, seed=cfg.seed))
         np.savez_compressed(out_dir / "predictions.npz", pred=out.astype(np.float32), true=test.log10_m)
     if f.keep_weights:
-        _save_torch(out_dir / "model.pt", model.state_dict())
+        save_torch(out_dir / "model.pt", model.state_dict())
     atomic_write_json(res_path, result)
     _drop_checkpoints(out_dir / "ckpt")
     return result

@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from darkml.learn.modules import make_optimizer
+
 from ..views import ViewAugment
 
 __all__ = ["SSLModule", "embedding_std"]
@@ -116,8 +118,6 @@ class SSLModule(L.LightningModule):
         self.log("lr", self.optimizers().param_groups[0]["lr"])
 
     def configure_optimizers(self):
-        from darkml.learn.modules import make_optimizer
-
         params = [p for p in self.parameters() if p.requires_grad]
         opt = make_optimizer(self.optimizer_name, params, self.lr, self.weight_decay)
         total = max(1, int(self.trainer.estimated_stepping_batches))
