@@ -125,3 +125,23 @@ def test_compiled_kernels_match_eager():
     eager = fast.render_torch(rec, cfg, batch_size=4)
     comp = fast.render_torch(rec, cfg, batch_size=4, compile=True)
     assert np.abs(eager - comp).max() < 1e-5 * eager.max()
+
+
+def test_profiles_own_their_names_and_feed_both_backends():
+    """Each profile maps its record columns to lenstronomy's keywords and to its kernel's
+    parameters; the two backends take their parameter layout from the profiles."""
+    from darkml.lensing import profiles as P
+    from darkml.lensing.params import SCALAR_FIELDS
+
+    for prof in (P.SIE, P.Shear, P.Sersic):
+        assert set(prof.columns.values()) <= set(SCALAR_FIELDS), prof
+        assert set(prof.ranges) == set(prof.columns.values()), prof
+    assert fast._LENS_KEYS == P.SIE.kernel_keys + P.Shear.kernel_keys and fast._SRC_KEYS == P.Sersic.kernel_keys
+    sc = {c: np.array([0.1 * (k + 1)]) for k, c in enumerate(SCALAR_FIELDS)}
+    kw = P.Shear.lenstronomy_kwargs(sc, 0)
+    assert kw == {"gamma1": sc["shear_g1"][0], "gamma2": sc["shear_g2"][0], "ra_0": 0.0, "dec_0": 0.0}
+    # a round SIE (e = 0) has q = 1 within the cap and b·eps equal to theta_E
+    sie = P.SIE.kernel_params({**sc, "lens_e1": np.zeros(1), "lens_e2": np.zeros(1)})
+    assert sie["q"][0] == pytest.approx(0.99999999) and sie["b"][0] * sie["eps"][0] == pytest.approx(sc["lens_theta_E"][0])
+    pm = P.PointMass.kernel_params({"x": np.array([1.0]), "y": np.array([2.0]), "theta_E": np.array([0.3])})
+    assert list(pm) == list(P.PointMass.kernel_keys) and pm["theta_E2"][0] == pytest.approx(0.09)

@@ -44,8 +44,8 @@ from .params import (
     pixel_grid,
     point_masses,
     psf_kernel_1d,
-    sersic_bn,
 )
+from .profiles import LENS_PROFILES, SOURCE_PROFILE, PointMass
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,6 @@ __all__ = ["render_torch", "add_noise_torch", "simulate_torch", "resolve_device"
 
 #: point masses per block of the deflection sum (the last block of a batch holds the rest)
 PM_BLOCK = 8
-_SIE_CORE = 1e-10  # arcsec, lenstronomy's SIE s_scale
 _LOG2E = 1.4426950408889634
 
 
@@ -208,35 +207,16 @@ def _fresh_copy(fn: Callable) -> Callable:
 # per-image parameters (float64 numpy) -> tensors
 # ---------------------------------------------------------------------------------------
 def _lens_scalars(sc: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    e1, e2 = sc["lens_e1"], sc["lens_e2"]
-    phi = np.arctan2(e2, e1) / 2
-    c = np.minimum(np.hypot(e1, e2), 0.9999)
-    q = (1 - c) / (1 + c)
-    q = np.minimum(q, 0.99999999)
-    theta_major = sc["lens_theta_E"] / np.sqrt((1.0 + q**2) / (2.0 * q))
-    b = theta_major * np.sqrt((1 + q**2) / 2)
-    s = _SIE_CORE / np.sqrt(q)
-    eps = np.sqrt(1.0 - q**2)
-    return {
-        "cx": sc["lens_x"], "cy": sc["lens_y"], "cos": np.cos(phi), "sin": np.sin(phi), "q": q,
-        "b": b / eps, "s": s, "eps": eps, "g1": sc["shear_g1"], "g2": sc["shear_g2"],
-    }
+    return {k: v for prof in LENS_PROFILES for k, v in prof.kernel_params(sc).items()}
 
 
 def _source_scalars(sc: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    e1, e2 = sc["src_e1"], sc["src_e2"]
-    norm = np.sqrt(np.maximum(np.abs(1 - e1**2 - e2**2), 1e-6))
-    return {
-        "sx": sc["src_x"], "sy": sc["src_y"],
-        "c11": (1 - e1) / norm, "c12": -e2 / norm, "c22": (1 + e1) / norm,
-        "amp": sc["src_amp"], "rs2": np.maximum(sc["src_R"], 1e-4) ** 2, "bn": sersic_bn(sc["src_n"]),
-        "half_inv_n": 0.5 / sc["src_n"],
-    }
+    return SOURCE_PROFILE.kernel_params(sc)
 
 
-#: column order of the per-image parameter matrix handed to the kernels
-_LENS_KEYS = ("cx", "cy", "cos", "sin", "q", "b", "s", "eps", "g1", "g2")
-_SRC_KEYS = ("sx", "sy", "c11", "c12", "c22", "amp", "rs2", "bn", "half_inv_n")
+#: column order of the per-image parameter matrix handed to the kernels (owned by the profiles)
+_LENS_KEYS = tuple(k for prof in LENS_PROFILES for k in prof.kernel_keys)
+_SRC_KEYS = SOURCE_PROFILE.kernel_keys
 
 
 def _padded_point_masses(rec: Records, cfg: LensingSimConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -250,9 +230,8 @@ def _padded_point_masses(rec: Records, cfg: LensingSimConfig) -> tuple[np.ndarra
     table[:2] = 1e4
     starts = np.concatenate([[0], np.cumsum(counts)])
     slot = np.arange(len(pm["index"])) - starts[pm["index"]]
-    table[0, pm["index"], slot] = pm["x"]
-    table[1, pm["index"], slot] = pm["y"]
-    table[2, pm["index"], slot] = pm["theta_E"] ** 2
+    for row, values in enumerate(PointMass.kernel_params(pm).values()):  # x, y, theta_E^2
+        table[row, pm["index"], slot] = values
     return counts, table
 
 

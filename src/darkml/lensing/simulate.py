@@ -32,6 +32,7 @@ from .params import (
     point_masses,
     psf_kernel,
 )
+from .profiles import LENS_PROFILES, SOURCE_PROFILE, PointMass
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +85,7 @@ def _lenstronomy_parts(cfg: LensingSimConfig):
     )
     psf = PSF(psf_type="PIXEL", kernel_point_source=psf_kernel(cfg.instrument))
     numerics = {"supersampling_factor": cfg.image.supersampling, "supersampling_convolution": False}
-    return data, psf, LightModel(["SERSIC_ELLIPSE"]), numerics
+    return data, psf, LightModel([SOURCE_PROFILE.lenstronomy]), numerics
 
 
 def render_lenstronomy(rec: Records, cfg: LensingSimConfig) -> np.ndarray:
@@ -107,17 +108,11 @@ def render_lenstronomy(rec: Records, cfg: LensingSimConfig) -> np.ndarray:
         a, b = int(starts[i]), int(starts[i + 1])
         k = b - a
         if k not in models:  # one ImageModel per point-mass count (the profile list)
-            lm = LensModel(["SIE", "SHEAR"] + ["POINT_MASS"] * k)
+            lm = LensModel([prof.lenstronomy for prof in LENS_PROFILES] + [PointMass.lenstronomy] * k)
             models[k] = ImageModel(data, psf, lens_model_class=lm, source_model_class=light, kwargs_numerics=numerics)
-        kw_lens = [
-            {"theta_E": sc["lens_theta_E"][i], "e1": sc["lens_e1"][i], "e2": sc["lens_e2"][i],
-             "center_x": sc["lens_x"][i], "center_y": sc["lens_y"][i]},
-            {"gamma1": sc["shear_g1"][i], "gamma2": sc["shear_g2"][i], "ra_0": 0.0, "dec_0": 0.0},
-        ] + [
-            {"theta_E": pm["theta_E"][j], "center_x": pm["x"][j], "center_y": pm["y"][j]} for j in range(a, b)
-        ]
-        kw_src = [{"amp": sc["src_amp"][i], "R_sersic": sc["src_R"][i], "n_sersic": sc["src_n"][i],
-                   "e1": sc["src_e1"][i], "e2": sc["src_e2"][i], "center_x": sc["src_x"][i], "center_y": sc["src_y"][i]}]
+        kw_lens = [prof.lenstronomy_kwargs(sc, i) for prof in LENS_PROFILES]
+        kw_lens += [PointMass.lenstronomy_kwargs(pm, j) for j in range(a, b)]
+        kw_src = [SOURCE_PROFILE.lenstronomy_kwargs(sc, i)]
         out[i, 0] = models[k].image(kwargs_lens=kw_lens, kwargs_source=kw_src)
     return out
 
