@@ -251,3 +251,15 @@ def test_shared_layer_imports_no_study():
 
 def test_dedent_is_importable():  # the toy source above is valid Python on its own
     compile(textwrap.dedent(TOY_STUDY), "toy", "exec")
+
+
+@pytest.mark.parametrize("study, key", [("astrometry", "train.logger"), ("equivariant", "train.logger"),
+                                        ("phasespace", "train.logger"), ("gas", "cnn.logger"),
+                                        ("ssl", "pretrain.logger"), ("ssl", "finetune.logger")])
+def test_every_training_section_exposes_its_logger(study, key):
+    res = _invoke(study, "config", "--set", f"{key}=tensorboard")
+    assert res.exit_code == 0, res.output
+    section, field = key.split(".")
+    assert yaml.safe_load(res.output)[section][field] == "tensorboard"
+    bad = _invoke(study, "config", "--set", f"{key}=wandb")
+    assert bad.exit_code == 2 and f"{key} = 'wandb'" in bad.stderr and "csv" in bad.stderr

@@ -17,7 +17,7 @@ import copy
 import difflib
 import re
 from pathlib import Path
-from typing import Any, Iterable, TypeVar
+from typing import Any, Iterable, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 __all__ = [
     "ConfigError",
     "StudyConfig",
+    "TrainLogger",
     "Section",
     "load_config",
     "validate",
@@ -47,6 +48,10 @@ class Section(BaseModel):
     """Base for nested config sections: unknown keys are errors, not silently ignored."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+#: a training run's loggers: CSV always; ``tensorboard`` adds TensorBoard event files beside it
+TrainLogger = Literal["csv", "tensorboard"]
 
 
 class StudyConfig(Section):

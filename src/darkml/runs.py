@@ -278,9 +278,9 @@ class Run:
     def stage_finished(self, name: str) -> bool:
         return self.info().get("stages", {}).get(name, {}).get("status") == "finished"
 
-    def _record_stage(self, name: str, **fields: Any) -> None:
+    def _record_stage(self, name: str, kind: str = "stages", **fields: Any) -> None:
         info = self.info() or {"stages": {}, "invocations": []}
-        info.setdefault("stages", {}).setdefault(name, {}).update(fields)
+        info.setdefault(kind, {}).setdefault(name, {}).update(fields)
         self._write_info(info)
 
     def config_dict(self) -> dict[str, Any]:
@@ -307,22 +307,27 @@ class Run:
         return merged
 
     @contextlib.contextmanager
-    def stage(self, name: str) -> Iterator[None]:
+    def stage(self, name: str, _kind: str = "stages") -> Iterator[None]:
         """Log the start/end of a stage; record start/end/wall time and status in ``run.json``
         and the wall time in ``metrics.json``."""
-        log.info("stage %s: start (%s)", name, self.path)
-        self._record_stage(name, start=_now(), end=None, wall_s=None, status="running")
+        log.info("%s %s: start (%s)", _kind[:-1], name, self.path)
+        self._record_stage(name, _kind, start=_now(), end=None, wall_s=None, status="running")
         t0 = time.perf_counter()
         try:
             yield
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
-            self._record_stage(name, end=_now(), wall_s=round(time.perf_counter() - t0, 3), status=status)
+            self._record_stage(name, _kind, end=_now(), wall_s=round(time.perf_counter() - t0, 3), status=status)
             raise
         dt = time.perf_counter() - t0
-        self._record_stage(name, end=_now(), wall_s=round(dt, 3), status="finished")
+        self._record_stage(name, _kind, end=_now(), wall_s=round(dt, 3), status="finished")
         self.update_metrics({"timings_s": {name: round(dt, 3)}})
-        log.info("stage %s: done in %.1f s", name, dt)
+        log.info("%s %s: done in %.1f s", _kind[:-1], name, dt)
+
+    def step(self, name: str):
+        """A timed piece of a stage (``train/gp``, ``train/finetune/…``): recorded under
+        ``steps`` in ``run.json`` (never skipped as a stage is) and in ``timings_s``."""
+        return self.stage(name, "steps")
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"

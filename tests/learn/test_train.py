@@ -57,3 +57,13 @@ def test_bad_arguments():
         ClassifierModule(nn.Linear(2, 2), num_classes=2, lr=0)
     with pytest.raises(ValueError, match="samples"):
         ArrayDataset(np.zeros((3, 1)), np.zeros(2))
+
+
+def test_tensorboard_logger_writes_event_files_beside_the_csv(tmp_path):
+    x, y = _data(64)
+    train, val = _loaders(x, y)
+    torch.manual_seed(0)
+    mod = ClassifierModule(nn.Sequential(nn.Linear(4, 2)), num_classes=2, lr=1e-2)
+    fit(mod, train, val, tmp_path / "ck", max_epochs=1, log_dir=tmp_path / "logs", tag="m", tensorboard=True)
+    assert (tmp_path / "logs" / "m" / "metrics.csv").is_file()
+    assert list((tmp_path / "logs" / "m-tb").rglob("events.out.tfevents.*"))

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import Section, StudyConfig
+from ..config import Section, StudyConfig, TrainLogger
 
 #: Table I of the paper: quasar count N_q and per-quasar velocity error sigma_u [µas/yr].
 SCENARIOS: dict[str, tuple[float, float]] = {
@@ -117,6 +117,7 @@ class DataCfg(Section):
 class TrainCfg(Section):
     """Classifier training (Sec. III B)."""
 
+    logger: TrainLogger = Field("csv", description="csv, or tensorboard (CSV plus TensorBoard event files)")
     model: Literal["resnet18", "vgg11", "alexnet"] = "resnet18"
     compare_models: list[Literal["resnet18", "vgg11", "alexnet"]] = Field(
         default_factory=list, description="architectures also trained on compare_scenario (Fig. 5)"

@@ -127,7 +127,8 @@ def train(run: Run, devices: int | str | None = None, accelerator: str | None = 
         res = fit(module, train_loader, val_loader, run.checkpoints / tag, max_epochs=t.max_epochs, patience=t.patience,
                   devices=devices if devices is not None else t.devices,
                   accelerator=accelerator if accelerator is not None else t.accelerator,
-                  precision=t.precision, log_dir=run.logs, tag=tag, seed=cfg.seed)
+                  precision=t.precision, log_dir=run.logs, tag=tag, seed=cfg.seed,
+                  tensorboard=t.logger == "tensorboard")
         results[tag] = {"best_checkpoint": str(res.best_path), "best_val_loss": res.best_score, "epochs": res.epochs,
                         "history": res.history}
     run.update_metrics({"training": results})

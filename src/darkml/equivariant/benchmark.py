@@ -217,7 +217,7 @@ def _fit_one(cfg: BenchmarkConfig, run: Run, dataset: str, model: str, train: tu
               patience=patience if epochs is not None else t.patience,
               devices=devices if devices is not None else t.devices,
               accelerator=accelerator if accelerator is not None else t.accelerator,
-              precision=t.precision, log_dir=run.logs, tag=tag, seed=cfg.seed)
+              precision=t.precision, log_dir=run.logs, tag=tag, seed=cfg.seed, tensorboard=t.logger == "tensorboard")
     load_best(module, res.best_path)
     return module, res
 

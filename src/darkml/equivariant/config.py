@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from darkml.config import Section, StudyConfig, list_presets
+from darkml.config import Section, StudyConfig, TrainLogger, list_presets
 from darkml.equivariant.models import MODELS
 from darkml.lensing.dataset import PRESETS_DIR as SIM_PRESETS
 from darkml.lensing.params import CLASS_NAMES  # noqa: F401 (re-exported)
@@ -84,6 +84,7 @@ class DataCfg(Section):
 
 class TrainCfg(Section):
     """Optimisation (paper: Adam, lr 1e-4, batch 64, 10 epochs, cross-entropy / MSE)."""
+    logger: TrainLogger = Field("csv", description="csv, or tensorboard (CSV plus TensorBoard event files)")
 
     lr: float = Field(1e-4, gt=0, le=1)
     batch_size: int = Field(64, ge=1, le=8192)
@@ -138,7 +139,7 @@ class DataEfficiencyCfg(Section):
 
 
 class BenchmarkConfig(StudyConfig):
-    """``darkml lensing benchmark`` configuration (presets ``benchmark-quick``, ``benchmark-paper``)."""
+    """``darkml equivariant`` configuration (presets ``quick``, ``paper``)."""
 
     study: str = STUDY
     task: Literal["classify", "regress"] = "classify"

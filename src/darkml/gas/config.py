@@ -12,7 +12,7 @@ from typing import List, Literal, Optional, Tuple, Union
 
 from pydantic import Field, field_validator, model_validator
 
-from ..config import Section, StudyConfig, load_config
+from ..config import Section, StudyConfig, TrainLogger, load_config
 from .rings import RING_EDGES_KPC
 
 __all__ = [
@@ -144,6 +144,7 @@ class GPCfg(Section):
 
 class CNNCfg(Section):
     enabled: bool = True
+    logger: TrainLogger = Field("csv", description="csv, or tensorboard (CSV plus TensorBoard event files)")
     losses: List[Literal["wmae", "poisson"]] = Field(["wmae", "poisson"], description="one network per loss (paper: both)")
     window: int = Field(7, ge=1, le=31, description="patch side D1 = D2 (paper: 7)")
     filters: int = Field(128, ge=1, le=2048, description="convolution filters K (paper: 128)")

@@ -141,7 +141,7 @@ def _train_cnn(cfg: GasConfig, prep: Prepared, run: Run, loss: str, ckpt: Path, 
     vl = patch_loader(PatchDataset(val, window, _val_subset(val, 200_000, cfg.seed)), cfg.cnn.batch_size, False)
     res = fit(module, tl, vl, ckpt, max_epochs=epochs, patience=cfg.cnn.patience, devices=devices,
               accelerator=accelerator or cfg.cnn.accelerator, log_dir=run.logs, tag=tag, seed=cfg.seed,
-              precision="32-true")
+              precision="32-true", tensorboard=cfg.cnn.logger == "tensorboard")
     load_best(module, res.best_path)
     return module, res
 
@@ -175,7 +175,7 @@ def train(run: Run, devices: Any = "auto", accelerator: str | None = None) -> di
             state = torch.load(path, map_location="cpu", weights_only=False)
             gp = LinePatchGP.from_state(state, _device(cfg.gp.device))
         else:
-            with run.stage("train_gp"):
+            with run.step("train/gp"):
                 gp = LinePatchGP(cfg.gp.patch, cfg.gp.stride, cfg.gp.max_train_points, cfg.gp.iters, cfg.gp.lr,
                                  cfg.gp.min_active, cfg.gp.predict_chunk, cfg.seed, prep.n_rings,
                                  device=_device(cfg.gp.device)).fit(both)
@@ -188,7 +188,7 @@ def train(run: Run, devices: Any = "auto", accelerator: str | None = None) -> di
                      "hyperparameters_median": {k: float(np.median(v)) for k, v in hp.items()}}
     # Optuna search
     if cfg.cnn.enabled and cfg.hpsearch.enabled:
-        with run.stage("hpsearch"):
+        with run.step("train/hpsearch"):
             out["hpsearch"] = _hpsearch(cfg, prep, run, devices, accelerator)
     # CNNs
     if cfg.cnn.enabled:
@@ -196,7 +196,7 @@ def train(run: Run, devices: Any = "auto", accelerator: str | None = None) -> di
         for loss in cfg.cnn.losses:
             tag = f"cnn_{loss}"
             t0 = time.perf_counter()
-            with run.stage(f"train_{tag}"):
+            with run.step(f"train/{tag}"):
                 module, res = _train_cnn(cfg, prep, run, loss, run.checkpoints / tag, cfg.cnn.window, cfg.cnn.filters,
                                          cfg.cnn.lr, cfg.cnn.max_weight, cfg.cnn.epochs, cfg.cnn.patches_per_epoch,
                                          tag, devices, accelerator)
@@ -255,7 +255,7 @@ def _predictions(cfg: GasConfig, prep: Prepared, run: Run) -> dict[str, np.ndarr
         t0 = time.perf_counter()
         gp = LinePatchGP.from_state(torch.load(gp_path, map_location="cpu", weights_only=False), _device(cfg.gp.device))
         preds["gp"] = gp.predict(test)
-        run.update_metrics({"timings_s": {"predict_gp": round(time.perf_counter() - t0, 3)}})
+        run.update_metrics({"timings_s": {"evaluate/predict/gp": round(time.perf_counter() - t0, 3)}})
     if cfg.cnn.enabled:
         for loss in cfg.cnn.losses:
             tag = f"cnn_{loss}"
@@ -267,7 +267,7 @@ def _predictions(cfg: GasConfig, prep: Prepared, run: Run) -> dict[str, np.ndarr
             load_best(module, best)
             t0 = time.perf_counter()
             preds[tag] = predict_map(module.model, test.src, test.ring_r, device=_device("auto"))
-            run.update_metrics({"timings_s": {f"predict_{tag}": round(time.perf_counter() - t0, 3)}})
+            run.update_metrics({"timings_s": {f"evaluate/predict/{tag}": round(time.perf_counter() - t0, 3)}})
     return preds
 
 

@@ -9,7 +9,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_validator
 
-from darkml.config import Section, StudyConfig
+from darkml.config import Section, StudyConfig, TrainLogger
 from darkml.phasespace import flows, gauss, mocks
 from darkml.physics import constants as const
 
@@ -99,6 +99,7 @@ class FlowCfg(Section):
 
 class TrainCfg(Section):
     ensemble: int = Field(3, ge=1, le=100, description="members for the original dataset")
+    logger: TrainLogger = Field("csv", description="csv, or tensorboard (CSV plus TensorBoard event files)")
     ensemble_smeared: int = Field(2, ge=1, le=100, description="members for smeared / re-perturbed datasets")
     bootstrap: bool = True
     val_fraction: float = Field(0.2, ge=0.05, le=0.5)

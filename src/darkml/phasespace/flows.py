@@ -291,6 +291,7 @@ class TrainSettings:
     accelerator: str = "auto"
     devices: Any = "auto"
     cpu_threads: int | None = 1
+    tensorboard: bool = False
 
 
 def member_split(n: int, member: int, seed: int, val_fraction: float, bootstrap: bool) -> tuple[np.ndarray, np.ndarray]:
@@ -320,7 +321,7 @@ def train_member(x: np.ndarray, v: np.ndarray, spec_kwargs: dict[str, Any], sett
     with torch_threads(settings.cpu_threads):
         return fit(module, train, val, ckpt_dir=ckpt_dir, max_epochs=settings.max_epochs, patience=settings.patience,
                    accelerator=settings.accelerator, devices=settings.devices, precision="32-true", log_dir=log_dir,
-                   tag=tag, seed=member_seed, gradient_clip_val=5.0)
+                   tag=tag, seed=member_seed, gradient_clip_val=5.0, tensorboard=settings.tensorboard)
 
 
 def train_ensemble(x: np.ndarray, v: np.ndarray, spec_kwargs: dict[str, Any], settings: TrainSettings, ckpt_root: Path,

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from darkml.config import Section, StudyConfig
+from darkml.config import Section, StudyConfig, TrainLogger
 from darkml.learn.ssl import METHODS
 from darkml.lensing.dataset import PRESETS_DIR as SIM_PRESETS
 from darkml.lensing.params import CLASS_NAMES  # noqa: F401 (re-exported)
@@ -103,6 +103,7 @@ class AugmentCfg(Section):
 
 class PretrainCfg(Section):
     epochs: int = Field(100, ge=1)
+    logger: TrainLogger = Field("csv", description="csv, or tensorboard (CSV plus TensorBoard event files)")
     batch_size: int = Field(256, ge=2, le=8192)
     lr: float = Field(1e-3, gt=0, le=1, description="AdamW peak learning rate (warm-up, then cosine decay)")
     weight_decay: float = Field(0.05, ge=0)
@@ -122,6 +123,7 @@ class PretrainCfg(Section):
 
 class FinetuneCfg(Section):
     epochs: int = Field(30, ge=1, description="epochs with 100% of the labels")
+    logger: TrainLogger = Field("csv", description="csv, or tensorboard (CSV plus TensorBoard event files)")
     batch_size: int = Field(128, ge=2, le=8192)
     lr: float = Field(1e-4, gt=0, le=1)
     weight_decay: float = Field(0.0, ge=0)

@@ -93,7 +93,7 @@ def pretrain_encoder(cfg: SSLConfig, method: str, encoder_name: str, images: np.
                   drop_last=len(val_images) > p.batch_size and len(val_images) % p.batch_size == 1)
     tag = "-".join(out_dir.parts[-3:])
     res = fit(module, train, val, out_dir / "ckpt", max_epochs=p.epochs, patience=None, log_dir=log_dir, tag=tag,
-              seed=cfg.seed, **_fit_kw(cfg, devices))
+              seed=cfg.seed, tensorboard=p.logger == "tensorboard", **_fit_kw(cfg, devices))
     last = out_dir / "ckpt" / "last.ckpt"
     load_best(module, last if last.is_file() else res.best_path)
     collapse_final = _collapse(module, val_images)
@@ -171,7 +171,7 @@ def finetune(cfg: SSLConfig, encoder: torch.nn.Module, task: Literal["classify",
     va_loader = _loader(val.images, y_va, batch_size=max(256, f.batch_size), shuffle=False, seed=cfg.seed)
     tag = "-".join(out_dir.parts[-4:])
     res = fit(module, tr_loader, va_loader, out_dir / "ckpt", max_epochs=epochs, patience=f.patience, log_dir=log_dir,
-              tag=tag, seed=cfg.seed, **_fit_kw(cfg, devices))
+              tag=tag, seed=cfg.seed, tensorboard=f.logger == "tensorboard", **_fit_kw(cfg, devices))
     load_best(module, res.best_path)
     te_loader = _loader(test.images, None, batch_size=max(256, f.batch_size), shuffle=False, seed=cfg.seed)
     out = predict(module, te_loader)
@@ -231,16 +231,16 @@ def _evaluate_init(cfg: SSLConfig, run: Run, inst: str, enc_name: str, init: str
         tr_idx = label_subset(train.labels, np.arange(len(train)), frac, f.min_per_class, cfg.seed)
         va_idx = label_subset(val.labels, np.arange(len(val)), frac, f.min_per_class, cfg.seed + 1)
         epochs = int(math.ceil(f.epochs * min(1.0 / frac, f.max_epoch_scale)))
-        with run.stage(f"finetune/{inst}/{enc_name}/{init}/{_pct(frac)}%"):
+        with run.step(f"train/finetune/{inst}/{enc_name}/{init}/{_pct(frac)}%"):
             out["classify"][_pct(frac)] = finetune(cfg, encoder, "classify", _subset(train, tr_idx), _subset(val, va_idx),
                                                    test, base / f"classify-{_pct(frac)}", epochs, run.logs, devices)
     if f.regression:
         tr_ax, va_ax, te_ax = _axion(train), _axion(val), _axion(test)
         if len(tr_ax) >= 4 and len(va_ax) >= 2 and len(te_ax) >= 2:
-            with run.stage(f"regress/{inst}/{enc_name}/{init}"):
+            with run.step(f"train/regress/{inst}/{enc_name}/{init}"):
                 out["regress"] = finetune(cfg, encoder, "regress", tr_ax, va_ax, te_ax, base / "regress",
                                           f.regression_epochs, run.logs, devices)
     if f.linear_probe:
-        with run.stage(f"probe/{inst}/{enc_name}/{init}"):
+        with run.step(f"train/probe/{inst}/{enc_name}/{init}"):
             out["probe"] = linear_probe(cfg, encoder, train, test)
     return out
