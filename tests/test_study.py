@@ -263,3 +263,22 @@ def test_every_training_section_exposes_its_logger(study, key):
     assert yaml.safe_load(res.output)[section][field] == "tensorboard"
     bad = _invoke(study, "config", "--set", f"{key}=wandb")
     assert bad.exit_code == 2 and f"{key} = 'wandb'" in bad.stderr and "csv" in bad.stderr
+
+
+def test_one_registry_for_models_encoders_and_heads():
+    import torch
+
+    from darkml.learn.heads import create_head
+    from darkml.learn.registry import create_encoder, create_model, list_models
+
+    load_study("astrometry"), load_study("equivariant"), load_study("ssl")  # each registers its networks
+    assert {"resnet18", "resnet50", "vgg11", "alexnet", "c8", "d8", "hnet", "etn", "cnn"} <= set(list_models())
+    assert {"resnet50", "vit", "vit-tiny", "resnet-tiny"} <= set(list_models("encoder"))
+    assert set(list_models("head")) == {"linear", "mlp"}
+    assert create_model("resnet18", in_channels=2, num_outputs=2)(torch.zeros(1, 2, 32, 64)).shape == (1, 2)
+    enc = create_encoder("resnet-tiny")
+    assert create_head("mlp", enc.out_dim, 3, hidden=8)(enc(torch.zeros(2, 1, 32, 32))).shape == (2, 3)
+    with pytest.raises(ValueError, match="unknown head"):
+        create_head("transformer", 4, 2)
+    with pytest.raises(ValueError, match="bad option"):
+        create_head("linear", 4, 2, hidden=3)

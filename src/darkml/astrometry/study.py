@@ -25,7 +25,7 @@ from ..config import load_config
 from ..learn import ArrayDataset, ClassifierModule, fit, load_best, make_loader, predict
 from ..runs import Run
 from ..study import Stage, Study, execute
-from . import attribution, baseline, figures
+from . import attribution, baseline, figures, maps
 from . import simulate as sim
 from .config import AstrometryConfig
 from .models import build_model
@@ -51,8 +51,7 @@ def create_run(cfg: AstrometryConfig, run_dir: Path | str | None = None) -> Run:
 def noise_scale(cfg: AstrometryConfig, scenario: str) -> float:
     """Nominal per-pixel noise σ_u / sqrt(N_q / N_pix) [µas/yr]: the maps' input scale."""
     s = cfg.data.survey(scenario)
-    npix = 12 * cfg.sky.nside**2
-    return float(s.sigma_u / np.sqrt(s.n_q / npix))
+    return maps.per_pixel_noise(s.n_q, s.sigma_u, cfg.sky.nside)
 
 
 def load_split(cfg: AstrometryConfig, run: Run, scenario: str, split: str, verify: bool = False) -> dict[str, np.ndarray]:

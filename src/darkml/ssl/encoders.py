@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from darkml.learn.heads import create_head
 from darkml.learn.registry import create_encoder, register_model
 from darkml.learn.resnet import resnet
 
@@ -160,8 +161,8 @@ class FineTuneModel(nn.Module):
         super().__init__()
         d = int(encoder.out_dim)
         self.encoder = encoder
-        self.head = (nn.Sequential(nn.Linear(d, hidden), nn.ReLU(inplace=True), nn.Dropout(dropout), nn.Linear(hidden, out_dim))
-                     if hidden > 0 else nn.Linear(d, out_dim))
+        self.head = (create_head("mlp", d, out_dim, hidden=hidden, dropout=dropout) if hidden > 0
+                     else create_head("linear", d, out_dim))
         self.freeze_encoder = freeze_encoder
         if freeze_encoder:
             for p in self.encoder.parameters():
