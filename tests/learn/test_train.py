@@ -64,6 +64,7 @@ def test_tensorboard_logger_writes_event_files_beside_the_csv(tmp_path):
     train, val = _loaders(x, y)
     torch.manual_seed(0)
     mod = ClassifierModule(nn.Sequential(nn.Linear(4, 2)), num_classes=2, lr=1e-2)
-    fit(mod, train, val, tmp_path / "ck", max_epochs=1, log_dir=tmp_path / "logs", tag="m", tensorboard=True)
+    res = fit(mod, train, val, tmp_path / "ck", max_epochs=1, log_dir=tmp_path / "logs", tag="m", tensorboard=True)
     assert (tmp_path / "logs" / "m" / "metrics.csv").is_file()
+    assert res.history[-1]["lr"] == pytest.approx(1e-2) and res.history[-1]["train_images_per_s"] > 0
     assert list((tmp_path / "logs" / "m-tb").rglob("events.out.tfevents.*"))

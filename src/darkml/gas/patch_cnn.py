@@ -182,7 +182,6 @@ class PatchRegressor(RegressorModule):
         x, ring, y, w = batch
         pred = self(x, ring).float()
         loss = self.compute_loss(pred, y.float(), w.float())
-        self._n_epoch += x.shape[0] * max(1, self.trainer.world_size)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
         return loss
 

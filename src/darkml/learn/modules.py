@@ -10,7 +10,6 @@ one-vs-rest AUC when there are more than two classes) or ``val_rmse`` / ``val_ma
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import lightning as L
@@ -57,8 +56,6 @@ class _Supervised(L.LightningModule):
         self.save_hyperparameters(ignore=["model"])
         self._val_out: list[torch.Tensor] = []
         self._val_y: list[torch.Tensor] = []
-        self._t_epoch = 0.0
-        self._n_epoch = 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -68,22 +65,12 @@ class _Supervised(L.LightningModule):
         return plateau_optimizers(self.parameters(), h.optimizer, h.lr, h.weight_decay, h.plateau_factor,
                                   h.plateau_patience)
 
-    # -- throughput -------------------------------------------------------
+    # -- per-epoch transforms (throughput and lr: learn.callbacks.EpochStats) ----------------
     def on_train_epoch_start(self) -> None:
-        self._t_epoch = time.perf_counter()
-        self._n_epoch = 0
         loader = self.trainer.train_dataloader
         ds = getattr(loader, "dataset", None)
         if hasattr(ds, "set_epoch"):
             ds.set_epoch(self.current_epoch)
-
-    def on_train_epoch_end(self) -> None:
-        dt = time.perf_counter() - self._t_epoch
-        if dt > 0 and self._n_epoch:
-            self.log("train_images_per_s", self._n_epoch / dt, sync_dist=True)
-        opt = self.optimizers()
-        if opt is not None and not isinstance(opt, list):
-            self.log("lr", opt.param_groups[0]["lr"], sync_dist=True)
 
     def loss(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
         raise NotImplementedError
@@ -92,7 +79,6 @@ class _Supervised(L.LightningModule):
         x, y = batch
         out = self(x)
         loss = self.loss(out, y)
-        self._n_epoch += x.shape[0] * max(1, self.trainer.world_size)
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=x.shape[0], sync_dist=True)
         return loss
 

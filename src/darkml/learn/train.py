@@ -31,6 +31,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from torch.utils.data import DataLoader
 
 from ..runs import atomic_write_json
+from .callbacks import EpochStats
 
 # Lightning-internal deprecation notices a user cannot act on (they name Lightning's own code)
 warnings.filterwarnings("ignore", message=r".*isinstance\(treespec, LeafSpec\).*")
@@ -147,7 +148,7 @@ def fit(
 
     ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_last=True,
                               save_top_k=1, enable_version_counter=False)
-    callbacks: list[Any] = [ckpt_cb]
+    callbacks: list[Any] = [ckpt_cb, EpochStats()]
     if patience is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=patience))
     loggers: list[Any] = [CSVLogger(save_dir=str(log_root), name=tag, version="")]

@@ -247,11 +247,6 @@ class DensityModule(L.LightningModule):
         loss, n = self._loss(batch)
         self.log("val_loss", loss, on_epoch=True, prog_bar=True, batch_size=n)
 
-    def on_train_epoch_end(self) -> None:
-        opt = self.optimizers()
-        if opt is not None and not isinstance(opt, list):
-            self.log("lr", opt.param_groups[0]["lr"])
-
     def configure_optimizers(self):
         h = self.hparams
         return plateau_optimizers(self.parameters(), "adam", h.lr, h.weight_decay, h.plateau_factor, h.plateau_patience,

@@ -48,8 +48,6 @@ class SSLModule(L.LightningModule):
         self.warmup_epochs = warmup_epochs
         self.optimizer_name = optimizer
         self.seed = seed
-        self._t0 = 0.0
-        self._n = 0
 
     # -- hooks --------------------------------------------------------------
     def ssl_loss(self, x: Tensor, g: torch.Generator) -> tuple[Tensor, Tensor, Tensor]:  # pragma: no cover
@@ -86,7 +84,6 @@ class SSLModule(L.LightningModule):
         self.momentum_update()
         g = self._generator(x.device, self.current_epoch, batch_idx)
         loss, h, z = self.ssl_loss(x, g)
-        self._n += x.shape[0] * max(1, self.trainer.world_size)
         bs = x.shape[0]
         self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs, sync_dist=True)
         if bs > 1:
@@ -103,19 +100,6 @@ class SSLModule(L.LightningModule):
         if bs > 1:
             self.log("val_embed_std", embedding_std(h), on_epoch=True, batch_size=bs)
             self.log("val_proj_std", embedding_std(z), on_epoch=True, batch_size=bs)
-
-    def on_train_epoch_start(self) -> None:
-        import time
-
-        self._t0, self._n = time.perf_counter(), 0
-
-    def on_train_epoch_end(self) -> None:
-        import time
-
-        dt = time.perf_counter() - self._t0
-        if dt > 0 and self._n:
-            self.log("train_images_per_s", self._n / dt)
-        self.log("lr", self.optimizers().param_groups[0]["lr"])
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]
