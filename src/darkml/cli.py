@@ -138,6 +138,11 @@ _EXEC_PARAMS = {
 }
 
 
+def _repair_option() -> click.Option:
+    return click.Option(["--repair"], is_flag=True, help="recompute the dataset chunks whose checksum or completion "
+                                                         "marker fails (bit-identical to the originals)")
+
+
 def _common_params(study, with_shortcuts: bool) -> list[click.Parameter]:
     params: list[click.Parameter] = [
         click.Option(["--preset", "-p"], default=None,
@@ -170,15 +175,17 @@ def _stage_command(study, stage) -> click.Command:
     first = stage.name == study.stages[0].name
     params = _common_params(study, with_shortcuts=first)
     params += [_EXEC_PARAMS[name]() for name in stage.uses]
+    if first:
+        params.append(_repair_option())
     params.append(click.Option(["--verbose", "-v"], is_flag=True, help="debug logging"))
 
-    def callback(preset=None, sets=(), run_dir=None, verbose=False, **rest):
+    def callback(preset=None, sets=(), run_dir=None, verbose=False, repair=False, **rest):
         from .study import execute
 
         setup_logging(verbose)
         shortcuts = {s.dest: rest.pop(s.dest, None) for s in study.shortcuts}
         cfg = _config_for(study, preset, sets, run_dir, shortcuts)
-        run, results = execute(study, cfg, run_dir, [stage.name], **rest)
+        run, results = execute(study, cfg, run_dir, [stage.name], repair=repair, **rest)
         out = results.get(stage.name)
         text = stage.echo(out) if stage.echo else (f"{stage.name}: {out}" if isinstance(out, (str, Path)) else None)
         if text:
@@ -191,11 +198,12 @@ def _stage_command(study, stage) -> click.Command:
 def _run_command(study) -> click.Command:
     uses = [name for name in _EXEC_PARAMS if any(name in s.uses for s in study.stages)]
     params = _common_params(study, with_shortcuts=True) + [_EXEC_PARAMS[n]() for n in uses]
-    params += [click.Option(["--dry-run"], is_flag=True, help="print the resolved config, the stages and the expected "
+    params += [_repair_option(),
+               click.Option(["--dry-run"], is_flag=True, help="print the resolved config, the stages and the expected "
                                                                   "output sizes; do no work"),
                click.Option(["--verbose", "-v"], is_flag=True, help="debug logging")]
 
-    def callback(preset=None, sets=(), run_dir=None, verbose=False, dry_run=False, **rest):
+    def callback(preset=None, sets=(), run_dir=None, verbose=False, dry_run=False, repair=False, **rest):
         from .study import check_execution, execute
 
         shortcuts = {s.dest: rest.pop(s.dest, None) for s in study.shortcuts}
@@ -205,7 +213,7 @@ def _run_command(study) -> click.Command:
             click.echo(_dry_run(study, cfg, run_dir))
             return
         setup_logging(verbose)
-        run, _ = execute(study, cfg, run_dir, None, **rest)
+        run, _ = execute(study, cfg, run_dir, None, repair=repair, **rest)
         click.echo(f"report: {run.report_path}" if run.report_path.is_file() else f"run: {run.path}")
 
     return click.Command("run", params=params, callback=_user_errors(study, callback),

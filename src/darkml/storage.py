@@ -38,7 +38,31 @@ log = logging.getLogger(__name__)
 FORMAT = "darkml-samples"
 FORMAT_VERSION = 1
 
-__all__ = ["ArraySpec", "SampleStore", "DatasetError", "FORMAT"]
+__all__ = ["ArraySpec", "SampleStore", "DatasetError", "FORMAT", "find_stores"]
+
+#: how to rebuild a damaged chunk, named by every error about one
+REPAIR_HINT = "repair it with the study's `simulate --repair --run-dir RUN` (recomputes exactly the bad chunks)"
+
+#: stores verified in this process: resolved path -> state of their files when verified
+_VERIFIED: dict[str, str] = {}
+
+
+def _files_state(path: Path) -> str:
+    """A fingerprint of every file under ``path`` (name, size, mtime): any write changes it."""
+    h = hashlib.sha1()
+    for f in sorted(path.rglob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.relative_to(path)}:{st.st_size}:{st.st_mtime_ns};".encode())
+    return h.hexdigest()
+
+
+def find_stores(root: Path | str) -> list[Path]:
+    """Every darkml sample store under ``root`` (e.g. a run's ``dataset/`` folder), sorted."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    return sorted(p.parent for p in root.rglob("zarr.json") if SampleStore._try_open_group(p.parent) is not None)
 
 
 class DatasetError(RuntimeError):
@@ -157,8 +181,13 @@ class SampleStore:
         return g
 
     @classmethod
-    def open(cls, path: Path | str, require_complete: bool = True, mode: str = "r") -> "SampleStore":
-        """Open an existing store; refuse a foreign, incomplete (or, with verify, corrupted) one."""
+    def open(cls, path: Path | str, require_complete: bool = True, mode: str = "r",
+             verify: bool | None = None) -> "SampleStore":
+        """Open an existing store; refuse a foreign, incomplete or corrupted one.
+
+        A complete store opened for reading is verified (every chunk's checksums against its
+        completion marker) once per process and state of its files, so every stage that reads
+        data checks it, cheaply on repeated opens; ``verify=False`` skips that."""
         path = Path(path)
         if not path.exists():
             raise DatasetError(f"dataset {path} does not exist; run the simulate stage first")
@@ -173,6 +202,8 @@ class SampleStore:
                     f"dataset {path} is incomplete: {len(missing)} of {store.n_chunks} chunks missing "
                     "(interrupted generation?); re-run simulate with the same config to resume"
                 )
+        if verify if verify is not None else (require_complete and mode == "r"):
+            store.verify_cached()
         return store
 
     # ---- geometry -----------------------------------------------------------
@@ -292,18 +323,45 @@ class SampleStore:
         for i in chunks if chunks is not None else range(self.n_chunks):
             if not self.is_complete(i):
                 raise DatasetError(f"dataset {self.path}: chunk {i} is incomplete; re-run simulate to resume")
+            problem = self._chunk_problem(i)
+            if problem:
+                raise DatasetError(f"dataset {self.path}: {problem}; {REPAIR_HINT}")
+
+    def _chunk_problem(self, i: int) -> str | None:
+        """Why complete chunk ``i`` cannot be trusted (unreadable marker or data, checksum), or None."""
+        try:
+            marker = json.loads(self._marker(i).read_text())
+        except (OSError, ValueError) as exc:
+            return f"completion marker of chunk {i} unreadable ({type(exc).__name__})"
+        sl = self.chunk_slice(i)
+        for name, spec in self.arrays.items():
             try:
-                marker = json.loads(self._marker(i).read_text())
-            except (OSError, ValueError) as exc:
-                raise DatasetError(f"dataset {self.path}: completion marker of chunk {i} unreadable ({exc})") from None
-            sl = self.chunk_slice(i)
-            for name, spec in self.arrays.items():
-                try:
-                    data = np.asarray(self.group[name][sl], dtype=spec["dtype"])
-                except Exception as exc:  # truncated / unreadable chunk file
-                    raise DatasetError(f"dataset {self.path}: array {name!r} chunk {i} unreadable ({type(exc).__name__})") from None
-                if _digest(data) != marker["sha1"].get(name):
-                    raise DatasetError(f"dataset {self.path}: array {name!r} chunk {i} is corrupted (checksum mismatch)")
+                data = np.asarray(self.group[name][sl], dtype=spec["dtype"])
+            except Exception as exc:  # truncated / missing / unreadable chunk file
+                return f"array {name!r} chunk {i} unreadable ({type(exc).__name__})"
+            if _digest(data) != marker.get("sha1", {}).get(name):
+                return f"array {name!r} chunk {i} is corrupted (checksum mismatch)"
+        return None
+
+    def verify_cached(self) -> None:
+        """:meth:`verify` once per process and state of the store's files."""
+        key, state = str(self.path.resolve()), _files_state(self.path)
+        if _VERIFIED.get(key) == state:
+            return
+        self.verify()
+        _VERIFIED[key] = state
+
+    def repair(self) -> list[int]:
+        """Drop the completion marker of every complete chunk whose marker or data fails its
+        checksum, so that the writer recomputes exactly those (bit-identical: chunk i depends
+        only on the config and seed). Returns the chunk ids."""
+        bad = [i for i in range(self.n_chunks) if self.is_complete(i) and self._chunk_problem(i)]
+        for i in bad:
+            self._marker(i).unlink()
+        _VERIFIED.pop(str(self.path.resolve()), None)
+        if bad:
+            log.warning("dataset %s: %d damaged chunk(s) %s will be recomputed", self.path, len(bad), bad)
+        return bad
 
     def __repr__(self) -> str:
         return f"SampleStore({str(self.path)!r}, n_samples={self.n_samples}, chunks={self.n_chunks})"

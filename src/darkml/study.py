@@ -32,6 +32,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from .config import ConfigError, StudyConfig, list_presets, load_config, preset_description, read_preset
 from .parallel import check_scheduler_address
 from .runs import Run, RunError
+from .storage import SampleStore, find_stores
 
 log = logging.getLogger(__name__)
 
@@ -189,7 +190,7 @@ def _open_or_create(study: Study, cfg: Any | None, run_dir: Path | str | None, c
 
 
 def execute(study: Study, cfg: Any | None = None, run_dir: Path | str | None = None,
-            stages: Sequence[str] | None = None, *, skip_finished: bool | None = None,
+            stages: Sequence[str] | None = None, *, skip_finished: bool | None = None, repair: bool = False,
             **options: Any) -> tuple[Run, dict[str, Any]]:
     """Run ``stages`` (default: all, in order) of ``study`` in a run directory.
 
@@ -210,9 +211,15 @@ def execute(study: Study, cfg: Any | None = None, run_dir: Path | str | None = N
     create = stages is None or names[0] == study.stages[0].name
     run = _open_or_create(study, cfg, run_dir, create)
     run.load_config(study.config_model)  # refuses a run of another study or a stale schema
+    if repair:
+        if chosen[0].name != study.stages[0].name:
+            raise ConfigError(f"--repair: only with `{study.stages[0].name}` or `run` (the stage that writes the data)")
+        damaged = {str(p): p_bad for p in find_stores(run.path) if (p_bad := SampleStore.open(
+            p, require_complete=False, mode="r+", verify=False).repair())}
+        log.info("repair: %s", damaged or "no damaged chunk found")
     results: dict[str, Any] = {}
     for st in chosen:
-        if skip_finished and run.stage_finished(st.name):
+        if skip_finished and run.stage_finished(st.name) and not (repair and st is chosen[0]):
             log.info("stage %s: already finished in %s (skipped)", st.name, run.path)
             continue
         kwargs = {k: options[k] for k in st.uses if k in options}

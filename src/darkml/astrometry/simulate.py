@@ -201,11 +201,11 @@ def simulate(cfg: AstrometryConfig, dataset_dir: Path, workers: int = 1, schedul
 
 
 def open_scenario(dataset_dir: Path, name: str, verify: bool = True) -> SampleStore:
-    """Open a complete scenario store (checksums verified) — what ``train`` does first."""
+    """Open a complete scenario store (checksums verified once per process and file state)."""
     path = Path(dataset_dir) / f"{name}.zarr"
-    store = SampleStore.open(path)
+    store = SampleStore.open(path, verify=False)
     if store.attrs.get("kind") != "astrometry-scenario":
         raise DatasetError(f"{path} is not an astrometry scenario dataset (kind={store.attrs.get('kind')!r})")
     if verify:
-        store.verify()
+        store.verify_cached()
     return store

@@ -54,7 +54,7 @@ def noise_scale(cfg: AstrometryConfig, scenario: str) -> float:
     return maps.per_pixel_noise(s.n_q, s.sigma_u, cfg.sky.nside)
 
 
-def load_split(cfg: AstrometryConfig, run: Run, scenario: str, split: str, verify: bool = False) -> dict[str, np.ndarray]:
+def load_split(cfg: AstrometryConfig, run: Run, scenario: str, split: str, verify: bool = True) -> dict[str, np.ndarray]:
     store = sim.open_scenario(run.dataset_path, scenario, verify=verify)
     code = sim.SPLITS[split]
     idx = np.nonzero(store.read("split") == code)[0]
