@@ -282,3 +282,26 @@ def test_one_registry_for_models_encoders_and_heads():
         create_head("transformer", 4, 2)
     with pytest.raises(ValueError, match="bad option"):
         create_head("linear", 4, 2, hidden=3)
+
+
+def test_sigterm_stops_a_stage_like_ctrl_c(tmp_path):
+    """A batch system's SIGTERM: the one-line message, exit 130, the stage marked interrupted."""
+    import signal
+    import subprocess
+    import time
+
+    run_dir = tmp_path / "r"
+    proc = subprocess.Popen([sys.executable, "-m", "darkml.cli", "astrometry", "simulate", "--preset", "quick",
+                             "--run-dir", str(run_dir)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    info = run_dir / "run.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if info.is_file() and json.loads(info.read_text()).get("stages", {}).get("simulate", {}).get("status") == "running":
+            break
+        time.sleep(0.2)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert err.strip().splitlines()[-1] == "interrupted — rerun the same command to resume"
+    assert json.loads(info.read_text())["stages"]["simulate"]["status"] == "interrupted"

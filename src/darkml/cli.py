@@ -19,7 +19,10 @@ import difflib
 import importlib
 import importlib.util
 import logging
+import signal
 import sys
+import threading
+import traceback
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -109,6 +112,17 @@ def _human(n: int) -> str:
             return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     return str(n)  # pragma: no cover
+
+
+def _terminate_as_interrupt():
+    """SIGTERM (a batch system's stop) ends a command like Ctrl-C: same message, resumable run."""
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    return signal.signal(signal.SIGTERM, handler)
 
 
 class _OneLineGroup(click.Group):
@@ -272,8 +286,12 @@ class _LazyStudies(_OneLineGroup):
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
         set_command_line(["darkml", *(sys.argv[1:] if args is None else list(args))])
+        previous = _terminate_as_interrupt()
         try:
             rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except (KeyboardInterrupt, click.Abort):
+            click.echo("interrupted — rerun the same command to resume", err=True)
+            sys.exit(130)
         except click.exceptions.NoArgsIsHelpError as exc:
             exc.show()
             sys.exit(exc.exit_code)
@@ -283,9 +301,14 @@ class _LazyStudies(_OneLineGroup):
         except click.ClickException as exc:
             exc.show()
             sys.exit(exc.exit_code)
-        except click.Abort:
-            click.echo("Aborted!", err=True)
+        except Exception:  # not the user's mistake: keep the traceback, ask for a report
+            traceback.print_exc()
+            click.echo("error: this is a bug in darkml (not in your input); please report it with the traceback above "
+                       "and the run's run.json", err=True)
             sys.exit(1)
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)

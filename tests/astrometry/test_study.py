@@ -1,5 +1,6 @@
 """End-to-end and bad-input behaviour of the astrometric-lensing study (tiny preset)."""
 
+import json
 import shutil
 
 import numpy as np
@@ -161,3 +162,47 @@ def test_every_read_is_verified_and_simulate_repair_restores_the_bytes(tmp_path,
     assert SampleStore.open(store_dir).read("maps").tobytes() == before
     res = runner.invoke(app, ["astrometry", "evaluate", "--run-dir", str(run_dir)])
     assert res.exit_code == 0, res.output
+
+
+def test_interrupted_simulate_and_train_resume_to_the_uninterrupted_result(tmp_path, tiny_run, monkeypatch):
+    """Ctrl-C (or SIGTERM) during a stage: one line, exit 130, and the same command resumes to
+    the dataset bytes and the checkpoint epochs of an uninterrupted run."""
+    import darkml.learn.callbacks as cb
+
+    run_dir = tmp_path / "r"
+    calls = {"n": 0}
+    real_chunk = sim.simulate_scenario_chunk
+
+    def flaky_chunk(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_chunk(*args, **kwargs)
+
+    monkeypatch.setattr(sim, "simulate_scenario_chunk", flaky_chunk)
+    res = runner.invoke(app, ["astrometry", "simulate", "--preset", "tiny", "--run-dir", str(run_dir)])
+    assert res.exit_code == 130 and res.stderr.strip() == "interrupted — rerun the same command to resume"
+    assert json.loads((run_dir / "run.json").read_text())["stages"]["simulate"]["status"] == "interrupted"
+    monkeypatch.setattr(sim, "simulate_scenario_chunk", real_chunk)
+    res = runner.invoke(app, ["astrometry", "simulate", "--preset", "tiny", "--run-dir", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    for name, key in (("D", "maps"), ("signal", "signal")):
+        assert SampleStore.open(run_dir / "dataset" / f"{name}.zarr").read(key).tobytes() == \
+            SampleStore.open(tiny_run.dataset_path / f"{name}.zarr").read(key).tobytes()
+    # training: stop at the end of the first epoch, then resume from last.ckpt
+    real_end = cb.EpochStats.on_train_epoch_end
+
+    def stop_after_first(self, trainer, pl_module):
+        real_end(self, trainer, pl_module)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cb.EpochStats, "on_train_epoch_end", stop_after_first)
+    res = runner.invoke(app, ["astrometry", "train", "--run-dir", str(run_dir)])
+    assert res.exit_code == 130 and "rerun the same command to resume" in res.stderr
+    assert not (run_dir / "checkpoints" / "D-resnet18" / "done.json").exists()
+    monkeypatch.setattr(cb.EpochStats, "on_train_epoch_end", real_end)
+    res = runner.invoke(app, ["astrometry", "train", "--run-dir", str(run_dir)])
+    assert res.exit_code == 0, res.output
+    done = json.loads((run_dir / "checkpoints" / "D-resnet18" / "done.json").read_text())
+    ref = json.loads((tiny_run.checkpoints / "D-resnet18" / "done.json").read_text())
+    assert done["epochs"] == ref["epochs"]

@@ -179,7 +179,14 @@ def fit(
         if csv_path.is_file():  # keep the log of the interrupted part; the logger starts a new file
             k = len(list(csv_path.parent.glob("metrics-part*.csv")))
             csv_path.rename(csv_path.parent / f"metrics-part{k}.csv")
-    trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=resume)
+    try:
+        trainer.fit(module, train_dataloaders=train_loader, val_dataloaders=val_loader, ckpt_path=resume)
+    except SystemExit:  # Lightning turns Ctrl-C / SIGTERM into exit(1) after saving: keep it an interrupt
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
+    if trainer.interrupted:
+        raise KeyboardInterrupt
     best = Path(ckpt_cb.best_model_path) if ckpt_cb.best_model_path else last
     score = ckpt_cb.best_model_score
     best_score = float(score) if score is not None else None
