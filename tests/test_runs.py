@@ -53,3 +53,28 @@ def test_machine_info_is_json_ready(tmp_path):
     assert info["cpu_count"] == os.cpu_count() and info["torch_threads"] >= 1 and len(info["load_average"]) == 3
     back = json.loads(atomic_write_json(tmp_path / "m.json", {"machine": info}).read_text())["machine"]
     assert back["torch"] == info["torch"] and back["load_average"] == list(info["load_average"])
+
+
+def test_a_run_resumes_with_corrected_execution_settings(tmp_path):
+    """A stage that failed on an execution setting (a device, a worker count) resumes with the
+    corrected value; a change of what the run computes is still refused."""
+    from pydantic import BaseModel
+
+    import pytest
+
+    from darkml.runs import Run, RunError
+
+    class Sky(BaseModel):
+        device: str = "cuda"
+        nside: int = 8
+
+    class Cfg(BaseModel):
+        study: str = "x"
+        seed: int = 0
+        sky: Sky = Sky()
+
+    run = Run.create("x", Cfg(), path=tmp_path / "r")
+    again = Run.create("x", Cfg(sky=Sky(device="cpu")), path=tmp_path / "r")
+    assert again.config_dict()["sky"]["device"] == "cpu"
+    with pytest.raises(RunError, match="differs in: sky.nside"):
+        Run.create("x", Cfg(sky=Sky(device="cpu", nside=16)), path=run.path)

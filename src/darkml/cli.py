@@ -218,12 +218,16 @@ def _run_command(study) -> click.Command:
                click.Option(["--verbose", "-v"], is_flag=True, help="debug logging")]
 
     def callback(preset=None, sets=(), run_dir=None, verbose=False, dry_run=False, repair=False, **rest):
-        from .study import check_execution, execute
+        from .study import check_execution, check_resources, execute
 
         shortcuts = {s.dest: rest.pop(s.dest, None) for s in study.shortcuts}
         cfg = _config_for(study, preset, sets, run_dir, shortcuts)
         if dry_run:
             check_execution({k: v for k, v in rest.items() if v is not None})
+            if cfg is not None:
+                check_resources(cfg)
+                if study.preflight is not None:
+                    study.preflight(cfg)
             click.echo(_dry_run(study, cfg, run_dir))
             return
         setup_logging(verbose)

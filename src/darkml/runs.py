@@ -44,6 +44,11 @@ T = TypeVar("T", bound=BaseModel)
 __all__ = ["Run", "RunError", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "to_jsonable",
            "machine_info", "provenance"]
 
+#: config fields (by name) that say how a run executes, not what it computes: a run directory
+#: accepts a change of these on resume
+EXECUTION_FIELDS = frozenset({"device", "accelerator", "devices", "workers", "threads", "num_workers", "cpu_threads",
+                              "loader_workers", "logger"})
+
 #: packages whose versions a run records (those installed)
 KEY_PACKAGES = ("numpy", "scipy", "torch", "torchvision", "lightning", "zarr", "healpy", "astropy", "lenstronomy",
                 "e2cnn", "lightly", "zuko", "gpytorch", "galpy", "captum", "dask", "pydantic", "matplotlib")
@@ -224,8 +229,14 @@ class Run:
         new = config_to_dict(config)
         if run.config_path.exists():
             old = yaml.safe_load(run.config_path.read_text()) or {}
+            diff = sorted(_diff_keys(old, new))
+            if diff and all(k.split(".")[-1] in EXECUTION_FIELDS for k in diff):
+                # how the run executes (device, workers, logger …), not what it computes: a run that
+                # failed on such a value resumes with the corrected one
+                log.info("run %s: execution settings changed (%s); config.yaml updated", target, ", ".join(diff))
+                atomic_write_text(run.config_path, yaml.safe_dump(new, sort_keys=False))
+                old = new
             if old != new:
-                diff = sorted(_diff_keys(old, new))
                 raise RunError(
                     f"run directory {target} was made with a different config "
                     f"(differs in: {', '.join(diff[:6])}); use a new --run-dir or the same settings"

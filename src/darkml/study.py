@@ -104,6 +104,9 @@ class Study:
     expected_outputs: Callable[[Any], dict[str, int]] | None = None
     #: exception types that are the user's to fix (one line, exit code 2)
     user_errors: tuple[type[BaseException], ...] = ()
+    #: ``cfg -> None``: checks of the inputs a config names (files, headers, columns) that can be
+    #: made without doing the work; run before the run directory is created or touched
+    preflight: Callable[[Any], None] | None = None
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.stages]
@@ -176,6 +179,50 @@ def check_execution(options: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+#: Lightning's precision strings
+LIGHTNING_PRECISIONS = ("16-mixed", "bf16-mixed", "32-true", "64-true", "16-true", "bf16-true", "transformer-engine",
+                        "transformer-engine-float16")
+#: config sections whose ``precision`` is Lightning's (elsewhere, e.g. ``sky.precision``, it is the study's own)
+_TRAINING_SECTIONS = ("train", "pretrain", "finetune", "cnn", "")
+
+
+def check_resources(cfg: Any) -> None:
+    """Check what a config asks of the machine before any work: every ``device`` (auto, cpu,
+    cuda[:n]) and ``accelerator`` (auto, cpu, gpu) is valid and available, every Lightning
+    ``precision`` is one Lightning knows. One-line :class:`ConfigError` naming the field."""
+    data = cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else dict(cfg)
+    problems: list[str] = []
+
+    def cuda() -> bool:
+        import torch
+
+        return torch.cuda.is_available()
+
+    def walk(node: Any, path: str) -> None:
+        if not isinstance(node, dict):
+            return
+        for key, value in node.items():
+            where = f"{path}.{key}" if path else key
+            if isinstance(value, dict):
+                walk(value, where)
+            elif key == "device" and isinstance(value, str):
+                kind = value.split(":")[0]
+                if kind not in ("auto", "cpu", "cuda"):
+                    problems.append(f"{where} = {value!r}: must be auto, cpu or cuda")
+                elif kind == "cuda" and not cuda():
+                    problems.append(f"{where} = {value!r}: no CUDA device is available on this machine (use cpu or auto)")
+            elif key == "accelerator" and value in ("gpu", "cuda") and not cuda():
+                problems.append(f"{where} = {value!r}: no CUDA device is available on this machine (use cpu or auto)")
+            elif key == "precision" and value is not None and path.split(".")[-1] in _TRAINING_SECTIONS \
+                    and str(value) not in LIGHTNING_PRECISIONS:
+                problems.append(f"{where} = {value!r}: must be one of {', '.join(LIGHTNING_PRECISIONS)}")
+
+    walk(data, "")
+    if problems:
+        raise ConfigError(f"{data.get('study') or 'config'}.{'; '.join(problems)}" if len(problems) == 1
+                          else "; ".join(f"{data.get('study') or 'config'}.{p}" for p in problems))
+
+
 def _open_or_create(study: Study, cfg: Any | None, run_dir: Path | str | None, create: bool) -> Run:
     if cfg is None:
         if run_dir is None:
@@ -209,6 +256,10 @@ def execute(study: Study, cfg: Any | None = None, run_dir: Path | str | None = N
     if unknown:
         raise TypeError(f"unknown execution options {sorted(unknown)}")
     create = stages is None or names[0] == study.stages[0].name
+    if cfg is not None:  # before the run directory is created or touched
+        check_resources(cfg)
+        if study.preflight is not None:
+            study.preflight(cfg)
     run = _open_or_create(study, cfg, run_dir, create)
     run.load_config(study.config_model)  # refuses a run of another study or a stale schema
     if repair:

@@ -58,6 +58,7 @@ __all__ = [
     "cube_planes",
     "cut_tiles",
     "find_pairs",
+    "check_release",
     "load_survey",
 ]
 
@@ -161,14 +162,46 @@ def _sky_axes(header, path: str) -> tuple[np.ndarray, np.ndarray]:
     return lon, np.asarray(lat, dtype=float)
 
 
+def _open_fits(path: str):
+    """``fits.open`` whose failure (not FITS, truncated) is a one-line :class:`MopraError` naming the file."""
+    from astropy.io import fits
+
+    try:
+        hdul = fits.open(path, memmap=False)
+        hdul.verify("silentfix")
+        for h in hdul:
+            _ = h.data  # truncated data raise here, not later
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise MopraError(f"{path}: not a readable FITS file ({type(exc).__name__}: {first})") from None
+    return hdul
+
+
+def check_release(folder: str | Path, glob12: str = "*12CO*.fits", glob13: str = "*13CO*.fits") -> list[tuple[Path, Path]]:
+    """Before any work: find the cube pairs and read every header (readable FITS, a temperature
+    BUNIT, a velocity axis); a problem is one line naming the file and the keyword."""
+    from astropy.io import fits
+
+    pairs = find_pairs(folder, glob12, glob13)
+    for pair in pairs:
+        for path in pair:
+            try:
+                header = fits.getheader(str(path))
+            except Exception as exc:
+                first = (str(exc).strip().splitlines() or [""])[0][:160]
+                raise MopraError(f"{path}: not a readable FITS file ({type(exc).__name__}: {first})") from None
+            parse_bunit(header.get("BUNIT"), str(path))
+            velocity_axis_kms(header, 3, str(path))
+    return pairs
+
+
 def read_cube(path: str | Path) -> Cube:
     """Read and check one CO cube (see module docstring); returns a :class:`Cube` in K."""
-    from astropy.io import fits
 
     path = str(path)
     if not Path(path).is_file():
         raise FileNotFoundError(f"{path}: no such FITS file")
-    with fits.open(path, memmap=False) as hdul:
+    with _open_fits(path) as hdul:
         hdu = next((h for h in hdul if getattr(h, "data", None) is not None and np.ndim(h.data) >= 2), None)
         if hdu is None:
             raise MopraError(f"{path}: no image data in any HDU")
@@ -200,9 +233,8 @@ def read_cube(path: str | Path) -> Cube:
 
 def read_rms(path: str | Path, like: Cube) -> np.ndarray:
     """Per-pixel channel RMS image [K] on the grid of cube ``like`` (2-D, or 3-D with one plane)."""
-    from astropy.io import fits
 
-    with fits.open(str(path), memmap=False) as hdul:
+    with _open_fits(str(path)) as hdul:
         hdu = next((h for h in hdul if getattr(h, "data", None) is not None), None)
         if hdu is None:
             raise MopraError(f"{path}: no image data")

@@ -44,7 +44,7 @@ from .config import PRESETS_DIR, GasConfig, load_gas_config
 from .figures import build_report
 from .gp import LinePatchGP
 from .metrics import METRICS, heatmap, nan_to_none, score_planes, summarize, trend
-from .mopra import MopraError
+from .mopra import MopraError, check_release
 from .patch_cnn import PatchCNN, PatchRegressor, predict_map
 from .patches import (
     PatchDataset,
@@ -383,6 +383,12 @@ def expected_outputs(cfg: GasConfig) -> dict[str, int]:
     return {"dataset": n * 2 * s.n_rings * s.pixels_per_tile**2 * 4}
 
 
+def preflight(cfg: GasConfig) -> None:
+    """A MOPRA folder is searched and every cube header read and checked up front."""
+    if cfg.data.source == "mopra":
+        check_release(cfg.data.mopra_dir, cfg.data.mopra_12co_glob, cfg.data.mopra_13co_glob)
+
+
 STUDY = Study(
     name=STUDY_NAME, title="13CO gas maps from 12CO: Gaussian processes and a patch CNN.", config_model=GasConfig,
     presets=PRESETS_DIR,
@@ -392,5 +398,5 @@ STUDY = Study(
             Stage("report", report, echo=lambda p: f"report: {p}")),
     shortcuts=(Shortcut("--mopra", "folder of MOPRA FITS cubes to use instead of the synthetic sky",
                         lambda v, _: ["data.source=mopra", f"data.mopra_dir={v}"]),),
-    expected_outputs=expected_outputs, user_errors=(MopraError,),
+    expected_outputs=expected_outputs, user_errors=(MopraError,), preflight=preflight,
 )

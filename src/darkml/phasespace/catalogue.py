@@ -105,7 +105,8 @@ def read_table(path: Path | str, key: str | None = None) -> dict[str, np.ndarray
     except CatalogueError:
         raise
     except Exception as exc:  # unreadable file
-        raise CatalogueError(f"catalogue {path}: cannot read ({type(exc).__name__}: {exc})") from None
+        first = (str(exc).strip().splitlines() or [""])[0][:160]
+        raise CatalogueError(f"catalogue {path}: cannot read ({type(exc).__name__}: {first})") from None
     return {k.lower(): np.asarray(v) for k, v in cols.items()}
 
 
@@ -128,15 +129,19 @@ def _pick(cols: Mapping[str, np.ndarray], want: Sequence[str], mapping: Mapping[
 
 
 def _check_finite(cols: Mapping[str, np.ndarray]) -> None:
+    """Every column numeric and finite; all bad columns named in one message."""
+    problems = []
     for name, arr in cols.items():
         try:
             a = np.asarray(arr, dtype=float)
         except (TypeError, ValueError):
-            raise CatalogueError(f"column {name!r}: not numeric") from None
+            problems.append(f"column {name!r}: not numeric")
+            continue
         bad = ~np.isfinite(a)
         if bad.any():
-            raise CatalogueError(f"column {name!r}: {int(bad.sum())} NaN/inf values of {len(a)} "
-                                 "(remove or fill those stars first)")
+            problems.append(f"column {name!r}: {int(bad.sum())} NaN/inf values of {len(a)}")
+    if problems:
+        raise CatalogueError("; ".join(problems) + " (remove or fill those stars first)")
 
 
 def validate_phase_space(x: np.ndarray, v: np.ndarray, observer: Sequence[float] = OBSERVER_KPC,

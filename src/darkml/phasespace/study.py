@@ -28,7 +28,7 @@ from darkml.runs import Run
 from darkml.storage import SampleStore
 from darkml.study import Stage, Study, execute
 
-from .catalogue import CatalogueError
+from .catalogue import CatalogueError, load_catalogue
 from .config import PRESETS_DIR, PhaseSpaceConfig
 from .config import STUDY as STUDY_NAME
 from .dataset import _n_parent, dataset_names, load_stars, write_dataset  # noqa: F401 (re-exported)
@@ -84,10 +84,18 @@ def expected_outputs(cfg: PhaseSpaceConfig) -> dict[str, int]:
     return {"dataset": _n_parent(cfg) * 3 * 6 * 8}
 
 
+def preflight(cfg: PhaseSpaceConfig) -> None:
+    """A user catalogue is read and checked (format, columns, units, stars in the volume) up front."""
+    c = cfg.catalogue
+    if c.path is not None:
+        load_catalogue(c.path, c.frame, c.columns or None, cfg.mock.observer_kpc, cfg.mock.radius_kpc,
+                       cfg.required_stars(), c.key)
+
+
 STUDY = Study(
     name=STUDY_NAME, title="Normalizing flows on stellar phase space: accelerations and dark-matter density.",
     config_model=PhaseSpaceConfig, presets=PRESETS_DIR,
     stages=(Stage("simulate", simulate, uses=("workers", "scheduler")), Stage("train", train),
             Stage("evaluate", evaluate), Stage("report", report, echo=lambda p: f"report: {p}")),
-    expected_outputs=expected_outputs, user_errors=(CatalogueError, SupportError),
+    expected_outputs=expected_outputs, user_errors=(CatalogueError, SupportError), preflight=preflight,
 )
