@@ -21,6 +21,7 @@ CASES = [
     ("astrometry run --set train.logger=wandb", "train.logger"),
     ("astrometry run --set train.accelerator=gpu", "train.accelerator"),
     ("astrometry simulate --scheduler {bad_address}", "--scheduler"),
+    ("astrometry simulate --scheduler tcp://127.0.0.1:1", "no Dask scheduler answers"),
     ("astrometry train --run-dir {run} --devices 0", "--devices"),
     ("astrometry simulate --workers 0", "--workers"),
     ("astrometry run --accelerator tpu", "--accelerator"),

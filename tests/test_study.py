@@ -305,3 +305,13 @@ def test_sigterm_stops_a_stage_like_ctrl_c(tmp_path):
     assert proc.returncode == 130, err[-2000:]
     assert err.strip().splitlines()[-1] == "interrupted — rerun the same command to resume"
     assert json.loads(info.read_text())["stages"]["simulate"]["status"] == "interrupted"
+
+
+def test_a_stage_waits_for_the_stages_before_it(toy):
+    run_dir = toy / "r"
+    assert _invoke("toy", "simulate", "--run-dir", run_dir).exit_code == 0
+    res = _invoke("toy", "report", "--run-dir", run_dir)
+    assert res.exit_code == 2 and "stage 'train' has not finished" in res.stderr and "darkml toy train" in res.stderr
+    assert not (run_dir / "report.html").exists()
+    for stage in ("train", "evaluate", "report"):
+        assert _invoke("toy", stage, "--run-dir", run_dir).exit_code == 0

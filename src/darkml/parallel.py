@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import re
+import socket
 import sys
 import time
 from concurrent.futures import FIRST_EXCEPTION, ProcessPoolExecutor, wait
@@ -32,13 +33,21 @@ __all__ = ["chunk_rng", "torch_generator", "run_chunks", "progress", "check_sche
 _ADDRESS = re.compile(r"^(?:(tcp|tls|inproc|ucx|ws|wss)://)?[A-Za-z0-9_.\-\[\]:]+:(\d{1,5})$")
 
 
-def check_scheduler_address(address: str) -> str:
-    """Check a Dask scheduler address's syntax before any work: ``local`` or ``[proto://]host:port``."""
+def check_scheduler_address(address: str, timeout_s: float = 3.0) -> str:
+    """Check a Dask scheduler address before any work: ``local``, or ``[proto://]host:port`` that
+    accepts a TCP connection within ``timeout_s`` (tcp/tls addresses)."""
     if address == "local":
         return address
     m = _ADDRESS.match(address or "")
     if not m or not 0 < int(m.group(2)) < 65536:
         raise ConfigError(f"--scheduler = {address!r}: must be 'local' or a Dask address such as tcp://host:8786")
+    if m.group(1) in (None, "tcp", "tls"):
+        host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+        try:
+            socket.create_connection((host, int(m.group(2))), timeout=timeout_s).close()
+        except OSError as exc:
+            raise ConfigError(f"--scheduler = {address!r}: no Dask scheduler answers there within {timeout_s:g} s "
+                              f"({type(exc).__name__}); start one or check the address") from None
     return address
 
 

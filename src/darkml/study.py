@@ -236,6 +236,20 @@ def _open_or_create(study: Study, cfg: Any | None, run_dir: Path | str | None, c
     return Run.create(study.name, cfg, path=run_dir)
 
 
+def _check_prerequisites(study: Study, run: Run, first: Stage) -> None:
+    """A stage runs only after the stages before it finished (e.g. no report of an unevaluated
+    run). Runs made before run.json recorded stages count a stage as finished when
+    ``metrics.json`` holds its wall time."""
+    info = run.info().get("stages", {})
+    legacy = run.metrics().get("timings_s", {}) if not info else {}
+    for st in study.stages:
+        if st is first:
+            return
+        if info.get(st.name, {}).get("status") != "finished" and st.name not in legacy:
+            raise RunError(f"{run.path}: stage {st.name!r} has not finished, so {first.name!r} cannot run yet; "
+                           f"run `darkml {study.name} {st.name} --run-dir {run.path}` (or `run`) first")
+
+
 def execute(study: Study, cfg: Any | None = None, run_dir: Path | str | None = None,
             stages: Sequence[str] | None = None, *, skip_finished: bool | None = None, repair: bool = False,
             **options: Any) -> tuple[Run, dict[str, Any]]:
@@ -268,6 +282,7 @@ def execute(study: Study, cfg: Any | None = None, run_dir: Path | str | None = N
         damaged = {str(p): p_bad for p in find_stores(run.path) if (p_bad := SampleStore.open(
             p, require_complete=False, mode="r+", verify=False).repair())}
         log.info("repair: %s", damaged or "no damaged chunk found")
+    _check_prerequisites(study, run, chosen[0])
     results: dict[str, Any] = {}
     for st in chosen:
         if skip_finished and run.stage_finished(st.name) and not (repair and st is chosen[0]):

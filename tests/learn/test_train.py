@@ -68,3 +68,18 @@ def test_tensorboard_logger_writes_event_files_beside_the_csv(tmp_path):
     assert (tmp_path / "logs" / "m" / "metrics.csv").is_file()
     assert res.history[-1]["lr"] == pytest.approx(1e-2) and res.history[-1]["train_images_per_s"] > 0
     assert list((tmp_path / "logs" / "m-tb").rglob("events.out.tfevents.*"))
+
+
+def test_without_a_terminal_each_epoch_is_one_log_line(tmp_path, caplog):
+    import logging
+
+    x, y = _data(64)
+    train, val = _loaders(x, y)
+    torch.manual_seed(0)
+    mod = ClassifierModule(nn.Sequential(nn.Linear(4, 2)), num_classes=2, lr=1e-2)
+    with caplog.at_level(logging.INFO, logger="darkml.learn.callbacks"):
+        fit(mod, train, val, tmp_path / "ck", max_epochs=3, log_dir=tmp_path / "logs", tag="m", progress=False)
+    lines = [r.getMessage() for r in caplog.records if r.name == "darkml.learn.callbacks"]
+    assert [line.split(":")[0] for line in lines] == ["m epoch 1/3", "m epoch 2/3", "m epoch 3/3"]
+    assert all("train_loss" in line and "val_loss" in line and "images/s" in line and "ETA" in line for line in lines)
+    assert lines[-1].endswith("ETA 0 s")

@@ -79,7 +79,8 @@ def run_benchmark(cfg: BenchmarkConfig, run_dir: Path | str | None = None, data:
     if data is None:
         return run(cfg, run_dir, devices=devices, accelerator=accelerator)
     r = Run.create(STUDY.name, cfg, path=run_dir or Run.default_path(STUDY.name, f"{cfg.preset}-{cfg.task}"))
-    benchmark.write_given_data(cfg, r, data)
+    with r.stage("simulate"):  # the given arrays take the place of the simulated datasets
+        benchmark.write_given_data(cfg, r, data)
     names = [s.name for s in STUDY.stages if s.name != "simulate"]
     return execute(STUDY, None, r.path, names, devices=devices, accelerator=accelerator)[0]
 

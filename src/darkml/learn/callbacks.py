@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -9,6 +10,8 @@ import lightning as L
 import torch
 
 __all__ = ["EpochStats"]
+
+log = logging.getLogger(__name__)
 
 
 def _batch_size(batch: Any) -> int:
@@ -18,11 +21,20 @@ def _batch_size(batch: Any) -> int:
 
 class EpochStats(L.Callback):
     """Logs ``train_images_per_s`` (samples of all ranks over the epoch's wall time) and ``lr``
-    (the first parameter group's) at the end of every training epoch."""
+    (the first parameter group's) at the end of every training epoch; with ``log_lines`` (no
+    progress bar, e.g. without a terminal) also one log line per epoch: epoch, losses and
+    metrics, images/s and the time left."""
 
-    def __init__(self) -> None:
+    def __init__(self, tag: str = "", log_lines: bool = False) -> None:
         self._t0 = 0.0
         self._n = 0
+        self._started = 0.0
+        self.tag = tag
+        self.log_lines = log_lines
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._started = time.perf_counter()
+        self._first_epoch = trainer.current_epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._t0, self._n = time.perf_counter(), 0
@@ -37,3 +49,16 @@ class EpochStats(L.Callback):
             pl_module.log("train_images_per_s", self._n / dt, sync_dist=True)
         if trainer.optimizers:
             pl_module.log("lr", trainer.optimizers[0].param_groups[0]["lr"], sync_dist=True)
+        if self.log_lines and trainer.is_global_zero:
+            log.info("%s", self._line(trainer, dt))
+
+    def _line(self, trainer: L.Trainer, dt: float) -> str:
+        epoch, total = trainer.current_epoch + 1, trainer.max_epochs or 0
+        shown = {k: float(v) for k, v in trainer.callback_metrics.items()
+                 if k in ("train_loss", "val_loss") or k.startswith("val_")}
+        parts = [f"{k} {v:.4g}" for k, v in sorted(shown.items(), key=lambda kv: (kv[0] != "train_loss", kv[0]))]
+        done = max(1, epoch - getattr(self, "_first_epoch", 0))
+        left = (time.perf_counter() - self._started) / done * max(0, total - epoch) if self._started else 0.0
+        rate = f"{self._n / dt:.0f} images/s" if dt > 0 and self._n else "– images/s"
+        eta = f"{left / 60:.1f} min" if left >= 90 else f"{left:.0f} s"
+        return f"{self.tag + ' ' if self.tag else ''}epoch {epoch}/{total}: {', '.join(parts)}; {rate}; ETA {eta}"

@@ -148,14 +148,14 @@ def fit(
 
     ckpt_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor=monitor, mode=mode, save_last=True,
                               save_top_k=1, enable_version_counter=False)
-    callbacks: list[Any] = [ckpt_cb, EpochStats()]
+    if progress is None:
+        progress = sys.stderr.isatty()
+    callbacks: list[Any] = [ckpt_cb, EpochStats(tag, log_lines=not progress)]
     if patience is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=patience))
     loggers: list[Any] = [CSVLogger(save_dir=str(log_root), name=tag, version="")]
     if tensorboard:
         loggers.append(TensorBoardLogger(save_dir=str(log_root), name=f"{tag}-tb", version=""))
-    if progress is None:
-        progress = sys.stderr.isatty()
     trainer = L.Trainer(
         max_epochs=max_epochs,
         accelerator=acc,
