@@ -75,6 +75,7 @@ CASES = [
     ("phasespace simulate --set catalogue.path={nan_csv}", "column 'vz'"),
     ("gas simulate --mopra {missing}", "missing"),
     ("gas simulate --mopra {mopra}", "G300-12CO.fits: not a readable FITS file"),
+    ("gas simulate --mopra {mopra_truncated}", "truncated FITS file"),
 ]
 
 
@@ -90,12 +91,24 @@ def test_user_mistake_is_one_line_exit_2_and_touches_nothing(tmp_path, command, 
     (tmp_path / "mopra").mkdir()
     for iso in ("12CO", "13CO"):
         (tmp_path / "mopra" / f"G300-{iso}.fits").write_bytes(b"SIMPLE  = nonsense")
+    from astropy.io import fits
+    import numpy as np
+
+    (tmp_path / "cut").mkdir()
+    for iso in ("12CO", "13CO"):
+        hdu = fits.PrimaryHDU(np.zeros((20, 8, 8), np.float32))
+        hdu.header.update({"BUNIT": "K", "CTYPE1": "GLON-CAR", "CTYPE2": "GLAT-CAR", "CTYPE3": "VELO-LSR",
+                           "CDELT3": 1000.0, "CRVAL3": 0.0, "CRPIX3": 1.0, "CUNIT3": "m/s"})
+        hdu.writeto(tmp_path / "cut" / f"G300-{iso}.fits")
+        raw = (tmp_path / "cut" / f"G300-{iso}.fits").read_bytes()
+        (tmp_path / "cut" / f"G300-{iso}.fits").write_bytes(raw[: len(raw) - 3000])
     rows = ["x,y,z,vx,vy,vz"] + [f"8.1,0.0,0.0,{'nan' if i % 7 == 0 else 10},230,{'nan' if i % 5 == 0 else 1}"
                                  for i in range(50)]
     (tmp_path / "nan.csv").write_text("\n".join(rows) + "\n")
     paths = {"file": tmp_path / "afile", "foreign": tmp_path / "foreign", "missing": tmp_path / "missing",
              "run": run, "bad_address": "nowhere:port", "bad_fits": tmp_path / "bad.fits",
-             "missing_csv": tmp_path / "missing.csv", "nan_csv": tmp_path / "nan.csv", "mopra": tmp_path / "mopra"}
+             "missing_csv": tmp_path / "missing.csv", "nan_csv": tmp_path / "nan.csv", "mopra": tmp_path / "mopra",
+             "mopra_truncated": tmp_path / "cut"}
     before = {p: (p.stat().st_mtime_ns, p.stat().st_size) for p in tmp_path.rglob("*")}
     cwd = os.getcwd()
     os.chdir(tmp_path)  # a default run directory would appear here

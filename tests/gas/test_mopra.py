@@ -191,3 +191,21 @@ def test_cut_tiles_of_a_mosaic(tmp_path):
     tiles = cut_tiles(pl, N)
     assert [t["l_lo_deg"] for t in tiles] == [330.0, 331.0]
     assert all(t["coverage"].min() == 1 for t in tiles)
+
+
+def test_check_release_reads_headers_and_accepts_an_intact_release(tmp_path):
+    from astropy.io import fits
+
+    from darkml.gas.mopra import MopraError, check_release
+
+    for iso in ("12CO", "13CO"):
+        hdu = fits.PrimaryHDU(np.zeros((20, 8, 8), np.float32))
+        hdu.header.update({"BUNIT": "K", "CTYPE1": "GLON-CAR", "CTYPE2": "GLAT-CAR", "CTYPE3": "VELO-LSR",
+                           "CDELT3": 1000.0, "CRVAL3": 0.0, "CRPIX3": 1.0, "CUNIT3": "m/s"})
+        hdu.writeto(tmp_path / f"G300-{iso}.fits")
+    assert [p.name for p in check_release(tmp_path)[0]] == ["G300-12CO.fits", "G300-13CO.fits"]
+    path = tmp_path / "G300-13CO.fits"
+    with fits.open(path, mode="update") as h:
+        h[0].header["BUNIT"] = "Jy/beam"
+    with pytest.raises(MopraError, match="G300-13CO.fits.*BUNIT = 'Jy/beam'"):
+        check_release(tmp_path)

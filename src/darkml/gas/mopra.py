@@ -190,6 +190,11 @@ def check_release(folder: str | Path, glob12: str = "*12CO*.fits", glob13: str =
             except Exception as exc:
                 first = (str(exc).strip().splitlines() or [""])[0][:160]
                 raise MopraError(f"{path}: not a readable FITS file ({type(exc).__name__}: {first})") from None
+            naxes = [int(header.get(f"NAXIS{i}", 0)) for i in range(1, int(header.get("NAXIS", 0)) + 1)]
+            need = 2880 * -(-len(header.tostring()) // 2880) + abs(int(header.get("BITPIX", 8))) // 8 * int(np.prod(naxes))
+            if path.stat().st_size < need:
+                raise MopraError(f"{path}: truncated FITS file ({path.stat().st_size} of the {need} bytes that "
+                                 f"NAXIS1..{len(naxes)} and BITPIX ask for)")
             parse_bunit(header.get("BUNIT"), str(path))
             velocity_axis_kms(header, 3, str(path))
     return pairs
