@@ -207,3 +207,18 @@ def test_interrupted_simulate_and_train_resume_to_the_uninterrupted_result(tmp_p
     done = json.loads((run_dir / "checkpoints" / "D-resnet18" / "done.json").read_text())
     ref = json.loads((tiny_run.checkpoints / "D-resnet18" / "done.json").read_text())
     assert done["epochs"] == ref["epochs"]
+
+
+def test_a_damaged_signal_map_never_reaches_the_scenario_maps(tmp_path, tiny_run):
+    run_dir = tmp_path / "copy"
+    shutil.copytree(tiny_run.path, run_dir)
+    store = SampleStore.open(run_dir / "dataset" / "signal.zarr", mode="r+", verify=False)
+    store.group["signal"][1, 0, 0] = 1e3
+    (run_dir / "dataset" / "D.zarr" / ".complete" / "000001.json").unlink()  # a scenario chunk still to write
+    res = runner.invoke(app, ["astrometry", "simulate", "--run-dir", str(run_dir)])
+    assert res.exit_code == 2 and "signal.zarr" in res.stderr and "'signal' chunk 0" in res.stderr
+    assert not (run_dir / "dataset" / "D.zarr" / ".complete" / "000001.json").exists()
+    res = runner.invoke(app, ["astrometry", "simulate", "--run-dir", str(run_dir), "--repair"])
+    assert res.exit_code == 0, res.output
+    assert SampleStore.open(run_dir / "dataset" / "D.zarr").read("maps").tobytes() == \
+        SampleStore.open(tiny_run.dataset_path / "D.zarr").read("maps").tobytes()

@@ -190,6 +190,7 @@ def simulate(cfg: AstrometryConfig, dataset_dir: Path, workers: int = 1, schedul
     log.info("signal maps: %d (nside %d), %d chunks to do", sig.n_samples, cfg.sky.nside, len(sig.missing_chunks()))
     run_chunks(functools.partial(simulate_signal_chunk, cfg_json, str(sig_path)), sig.missing_chunks(),
                workers=workers, scheduler=scheduler, desc="signal maps")
+    SampleStore.open(sig_path)  # the scenario maps are made from these: verified once, before any is written
     paths = {"signal": sig_path}
     for name in cfg.data.scenarios:
         path = dataset_dir / f"{name}.zarr"
