@@ -12,7 +12,6 @@ import json
 import os
 import stat
 import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -249,9 +248,6 @@ def test_shared_layer_imports_no_study():
                     (path.name, line)
 
 
-def test_dedent_is_importable():  # the toy source above is valid Python on its own
-    compile(textwrap.dedent(TOY_STUDY), "toy", "exec")
-
 
 @pytest.mark.parametrize("study, key", [("astrometry", "train.logger"), ("equivariant", "train.logger"),
                                         ("phasespace", "train.logger"), ("gas", "cnn.logger"),
@@ -310,8 +306,9 @@ def test_sigterm_stops_a_stage_like_ctrl_c(tmp_path):
 def test_a_stage_waits_for_the_stages_before_it(toy):
     run_dir = toy / "r"
     assert _invoke("toy", "simulate", "--run-dir", run_dir).exit_code == 0
+    info = (run_dir / "run.json").read_text()
     res = _invoke("toy", "report", "--run-dir", run_dir)
     assert res.exit_code == 2 and "stage 'train' has not finished" in res.stderr and "darkml toy train" in res.stderr
-    assert not (run_dir / "report.html").exists()
+    assert not (run_dir / "report.html").exists() and (run_dir / "run.json").read_text() == info  # refused: untouched
     for stage in ("train", "evaluate", "report"):
         assert _invoke("toy", stage, "--run-dir", run_dir).exit_code == 0

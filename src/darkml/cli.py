@@ -34,6 +34,7 @@ from . import __version__
 from .config import ConfigError, dump_yaml, list_presets, preset_description
 from .runs import Run, RunError, set_command_line
 from .storage import DatasetError
+from .study import check_before_work, execute
 
 log = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def setup_logging(verbose: bool = False) -> None:
 
 
 def _user_errors(study, fn: Callable[..., Any]) -> Callable[..., Any]:
-    errors = USER_ERRORS + tuple(getattr(study, "user_errors", ()) or ())
+    errors = USER_ERRORS + tuple(study.user_errors)
 
     def wrapper(**kwargs: Any) -> Any:
         try:
@@ -174,8 +175,6 @@ def _common_params(study, with_shortcuts: bool) -> list[click.Parameter]:
 
 def _config_for(study, preset, sets, run_dir, shortcuts) -> Any | None:
     """The config to create a run with, or None to use the one stored in ``run_dir``."""
-    if run_dir is not None and Path(run_dir).exists() and not Path(run_dir).is_dir():
-        raise RunError(f"--run-dir {run_dir}: is a file, not a directory")
     stored = run_dir is not None and Run(run_dir).config_path.is_file()
     given = {k: v for k, v in (shortcuts or {}).items() if v is not None}
     if stored and preset is None and not sets and not given:
@@ -194,8 +193,6 @@ def _stage_command(study, stage) -> click.Command:
     params.append(click.Option(["--verbose", "-v"], is_flag=True, help="debug logging"))
 
     def callback(preset=None, sets=(), run_dir=None, verbose=False, repair=False, **rest):
-        from .study import execute
-
         setup_logging(verbose)
         shortcuts = {s.dest: rest.pop(s.dest, None) for s in study.shortcuts}
         cfg = _config_for(study, preset, sets, run_dir, shortcuts)
@@ -218,16 +215,10 @@ def _run_command(study) -> click.Command:
                click.Option(["--verbose", "-v"], is_flag=True, help="debug logging")]
 
     def callback(preset=None, sets=(), run_dir=None, verbose=False, dry_run=False, repair=False, **rest):
-        from .study import check_execution, check_resources, execute
-
         shortcuts = {s.dest: rest.pop(s.dest, None) for s in study.shortcuts}
         cfg = _config_for(study, preset, sets, run_dir, shortcuts)
         if dry_run:
-            check_execution({k: v for k, v in rest.items() if v is not None})
-            if cfg is not None:
-                check_resources(cfg)
-                if study.preflight is not None:
-                    study.preflight(cfg)
+            check_before_work(study, cfg, rest)
             click.echo(_dry_run(study, cfg, run_dir))
             return
         setup_logging(verbose)

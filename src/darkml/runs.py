@@ -170,6 +170,13 @@ def provenance() -> dict[str, Any]:
                         "cpu_count": os.cpu_count(), "hostname": platform.node()}}
 
 
+def _directory(path: Path) -> Path:
+    """``path`` unless it names a file (a run directory must be a directory)."""
+    if path.exists() and not path.is_dir():
+        raise RunError(f"--run-dir {path}: is a file, not a directory")
+    return path
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
@@ -222,9 +229,7 @@ class Run:
         not a run directory is refused too.
         """
         preset = getattr(config, "preset", "custom")
-        target = Path(path) if path is not None else cls.default_path(study, preset, root)
-        if target.exists() and not target.is_dir():
-            raise RunError(f"--run-dir {target}: is a file, not a directory")
+        target = _directory(Path(path) if path is not None else cls.default_path(study, preset, root))
         run = cls(target)
         new = config_to_dict(config)
         if run.config_path.exists():
@@ -247,22 +252,19 @@ class Run:
                 raise RunError(f"run directory {target} exists, is not empty and holds no config.yaml")
             target.mkdir(parents=True, exist_ok=True)
             atomic_write_text(run.config_path, yaml.safe_dump(new, sort_keys=False))
+            run.record_invocation()
             log.info("created run %s", target)
         for sub in (run.checkpoints, run.figures, run.logs):
             sub.mkdir(parents=True, exist_ok=True)
-        run._record_invocation(study, new.get("seed"))
         return run
 
     @classmethod
     def open(cls, path: Path | str) -> "Run":
-        run = cls(path)
-        if Path(path).exists() and not Path(path).is_dir():
-            raise RunError(f"--run-dir {path}: is a file, not a directory")
+        run = cls(_directory(Path(path)))
         if not run.config_path.is_file():
             raise RunError(f"{path} is not a darkml run directory (no config.yaml); run the study's first stage there")
         for sub in (run.checkpoints, run.figures, run.logs):
             sub.mkdir(parents=True, exist_ok=True)
-        run._record_invocation(run.config_dict().get("study") or None, run.config_dict().get("seed"))
         return run
 
     # ---- provenance (run.json) -----------------------------------------------------------
@@ -274,16 +276,20 @@ class Run:
     def _write_info(self, info: dict[str, Any]) -> None:
         atomic_write_json(self.info_path, info)
 
-    def _record_invocation(self, study: str | None, seed: Any) -> None:
-        """Create run.json on first use; append this process's command line once."""
+    def record_invocation(self) -> None:
+        """Create run.json on first use (with :func:`provenance`); append this process's
+        command line once. The runner calls it when a stage is about to start, so a command
+        refused before any work leaves run.json as it was."""
         info = self.info()
         if not info:
-            info = {"study": study, "seed": seed, "created": _now(), **provenance(), "invocations": [], "stages": {}}
-        command = _command_line()
-        pid = os.getpid()
-        if not any(i.get("pid") == pid and i.get("command") == command for i in info["invocations"][-1:]):
-            info["invocations"].append({"time": _now(), "command": command, "pid": pid,
-                                        "darkml": provenance()["darkml"], "git": info.get("git")})
+            cfg = self.config_dict()
+            info = {"study": cfg.get("study") or None, "seed": cfg.get("seed"), "created": _now(), **provenance(),
+                    "invocations": [], "stages": {}}
+        command, pid = _command_line(), os.getpid()
+        last = info["invocations"][-1:]
+        if not (last and last[0].get("pid") == pid and last[0].get("command") == command):
+            info["invocations"].append({"time": _now(), "command": command, "pid": pid, "darkml": __version__,
+                                        "git": _git("rev-parse", "HEAD")})
         self._write_info(info)
 
     def stage_finished(self, name: str) -> bool:
@@ -318,27 +324,29 @@ class Run:
         return merged
 
     @contextlib.contextmanager
-    def stage(self, name: str, _kind: str = "stages") -> Iterator[None]:
-        """Log the start/end of a stage; record start/end/wall time and status in ``run.json``
-        and the wall time in ``metrics.json``."""
-        log.info("%s %s: start (%s)", _kind[:-1], name, self.path)
-        self._record_stage(name, _kind, start=_now(), end=None, wall_s=None, status="running")
+    def stage(self, name: str, kind: str = "stage") -> Iterator[None]:
+        """Log the start/end of a stage (or, ``kind="step"``, of a piece of one); record
+        start/end/wall time and status in ``run.json`` (under ``stages`` or ``steps``) and the
+        wall time in ``metrics.json``."""
+        key = f"{kind}s"
+        log.info("%s %s: start (%s)", kind, name, self.path)
+        self._record_stage(name, key, start=_now(), end=None, wall_s=None, status="running")
         t0 = time.perf_counter()
         try:
             yield
         except BaseException as exc:
             status = "interrupted" if isinstance(exc, (KeyboardInterrupt, SystemExit)) else "failed"
-            self._record_stage(name, _kind, end=_now(), wall_s=round(time.perf_counter() - t0, 3), status=status)
+            self._record_stage(name, key, end=_now(), wall_s=round(time.perf_counter() - t0, 3), status=status)
             raise
         dt = time.perf_counter() - t0
-        self._record_stage(name, _kind, end=_now(), wall_s=round(dt, 3), status="finished")
+        self._record_stage(name, key, end=_now(), wall_s=round(dt, 3), status="finished")
         self.update_metrics({"timings_s": {name: round(dt, 3)}})
-        log.info("%s %s: done in %.1f s", _kind[:-1], name, dt)
+        log.info("%s %s: done in %.1f s", kind, name, dt)
 
     def step(self, name: str):
         """A timed piece of a stage (``train/gp``, ``train/finetune/…``): recorded under
         ``steps`` in ``run.json`` (never skipped as a stage is) and in ``timings_s``."""
-        return self.stage(name, "steps")
+        return self.stage(name, "step")
 
     def __repr__(self) -> str:
         return f"Run({str(self.path)!r})"

@@ -29,14 +29,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from .config import ConfigError, StudyConfig, list_presets, load_config, preset_description, read_preset
+from .config import ConfigError, StudyConfig, list_presets, load_config, read_preset
 from .parallel import check_scheduler_address
 from .runs import Run, RunError
 from .storage import SampleStore, find_stores
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Stage", "Shortcut", "Study", "EXECUTION_OPTIONS", "execute", "load", "check_execution"]
+__all__ = ["Stage", "Shortcut", "Study", "EXECUTION_OPTIONS", "execute", "check_execution", "check_resources",
+           "check_before_work"]
 
 #: the execution options a stage may accept, with their defaults
 EXECUTION_OPTIONS: dict[str, Any] = {"workers": 1, "scheduler": None, "devices": "auto", "accelerator": "auto"}
@@ -123,9 +124,6 @@ class Study:
         preset = preset or self.default_preset
         return self.preset_aliases.get(preset, preset)
 
-    def describe_preset(self, preset: str) -> str:
-        return preset_description(self.presets / f"{preset}.yaml")
-
     def stage(self, name: str) -> Stage:
         for s in self.stages:
             if s.name == name:
@@ -147,10 +145,6 @@ class Study:
         return load_config(self.config_model, self.presets, name, [*extra, *(overrides or ())], study=self.name)
 
 
-def load(study: Study, preset: str | None = None, overrides: Iterable[str] = ()) -> Any:
-    return study.load(preset, overrides)
-
-
 def check_execution(options: Mapping[str, Any]) -> dict[str, Any]:
     """Validate execution options before any work; returns them normalised."""
     out = dict(options)
@@ -168,15 +162,21 @@ def check_execution(options: Mapping[str, Any]) -> dict[str, Any]:
     acc = out.get("accelerator")
     if acc not in (None, "auto", "cpu", "gpu", "cuda"):
         raise ConfigError(f"--accelerator = {acc!r}: must be one of auto, cpu, gpu")
-    if acc in ("gpu", "cuda"):
-        import torch
-
-        if not torch.cuda.is_available():
-            raise ConfigError(f"--accelerator = {acc!r}: no CUDA device is available on this machine (use cpu or auto)")
+    if acc in ("gpu", "cuda") and not _cuda_available():
+        raise ConfigError(f"--accelerator = {acc!r}: {_NO_CUDA}")
     sched = out.get("scheduler")
     if sched not in (None, "", "local"):
         check_scheduler_address(sched)
     return out
+
+
+_NO_CUDA = "no CUDA device is available on this machine (use cpu or auto)"
+
+
+def _cuda_available() -> bool:
+    import torch  # the CLI imports torch only when a GPU is asked for
+
+    return torch.cuda.is_available()
 
 
 #: Lightning's precision strings
@@ -193,11 +193,6 @@ def check_resources(cfg: Any) -> None:
     data = cfg.model_dump(mode="json") if hasattr(cfg, "model_dump") else dict(cfg)
     problems: list[str] = []
 
-    def cuda() -> bool:
-        import torch
-
-        return torch.cuda.is_available()
-
     def walk(node: Any, path: str) -> None:
         if not isinstance(node, dict):
             return
@@ -209,18 +204,32 @@ def check_resources(cfg: Any) -> None:
                 kind = value.split(":")[0]
                 if kind not in ("auto", "cpu", "cuda"):
                     problems.append(f"{where} = {value!r}: must be auto, cpu or cuda")
-                elif kind == "cuda" and not cuda():
-                    problems.append(f"{where} = {value!r}: no CUDA device is available on this machine (use cpu or auto)")
-            elif key == "accelerator" and value in ("gpu", "cuda") and not cuda():
-                problems.append(f"{where} = {value!r}: no CUDA device is available on this machine (use cpu or auto)")
+                elif kind == "cuda" and not _cuda_available():
+                    problems.append(f"{where} = {value!r}: {_NO_CUDA}")
+            elif key == "accelerator" and value in ("gpu", "cuda") and not _cuda_available():
+                problems.append(f"{where} = {value!r}: {_NO_CUDA}")
             elif key == "precision" and value is not None and path.split(".")[-1] in _TRAINING_SECTIONS \
                     and str(value) not in LIGHTNING_PRECISIONS:
                 problems.append(f"{where} = {value!r}: must be one of {', '.join(LIGHTNING_PRECISIONS)}")
 
     walk(data, "")
     if problems:
-        raise ConfigError(f"{data.get('study') or 'config'}.{'; '.join(problems)}" if len(problems) == 1
-                          else "; ".join(f"{data.get('study') or 'config'}.{p}" for p in problems))
+        raise ConfigError("; ".join(f"{data.get('study') or 'config'}.{p}" for p in problems))
+
+
+def check_before_work(study: Study, cfg: Any | None, options: Mapping[str, Any]) -> dict[str, Any]:
+    """Everything checkable without doing the work: execution options, the machine resources the
+    config asks for, and the study's preflight of the files it names. Returns the options
+    normalised; shared by :func:`execute` and ``run --dry-run``."""
+    options = check_execution({k: v for k, v in options.items() if v is not None})
+    unknown = set(options) - set(EXECUTION_OPTIONS)
+    if unknown:
+        raise TypeError(f"unknown execution options {sorted(unknown)}")
+    if cfg is not None:
+        check_resources(cfg)
+        if study.preflight is not None:
+            study.preflight(cfg)
+    return options
 
 
 def _open_or_create(study: Study, cfg: Any | None, run_dir: Path | str | None, create: bool) -> Run:
@@ -265,24 +274,18 @@ def execute(study: Study, cfg: Any | None = None, run_dir: Path | str | None = N
     chosen = [study.stage(n) for n in names]
     if skip_finished is None:
         skip_finished = stages is None
-    options = check_execution({k: v for k, v in options.items() if v is not None})
-    unknown = set(options) - set(EXECUTION_OPTIONS)
-    if unknown:
-        raise TypeError(f"unknown execution options {sorted(unknown)}")
+    if repair and chosen[0].name != study.stages[0].name:
+        raise ConfigError(f"--repair: only with `{study.stages[0].name}` or `run` (the stage that writes the data)")
+    options = check_before_work(study, cfg, options)  # before the run directory is created or touched
     create = stages is None or names[0] == study.stages[0].name
-    if cfg is not None:  # before the run directory is created or touched
-        check_resources(cfg)
-        if study.preflight is not None:
-            study.preflight(cfg)
     run = _open_or_create(study, cfg, run_dir, create)
     run.load_config(study.config_model)  # refuses a run of another study or a stale schema
+    _check_prerequisites(study, run, chosen[0])
+    run.record_invocation()
     if repair:
-        if chosen[0].name != study.stages[0].name:
-            raise ConfigError(f"--repair: only with `{study.stages[0].name}` or `run` (the stage that writes the data)")
         damaged = {str(p): p_bad for p in find_stores(run.path) if (p_bad := SampleStore.open(
             p, require_complete=False, mode="r+", verify=False).repair())}
         log.info("repair: %s", damaged or "no damaged chunk found")
-    _check_prerequisites(study, run, chosen[0])
     results: dict[str, Any] = {}
     for st in chosen:
         if skip_finished and run.stage_finished(st.name) and not (repair and st is chosen[0]):

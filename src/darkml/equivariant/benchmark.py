@@ -37,7 +37,7 @@ from darkml.runs import atomic_write_bytes
 from .. import metrics
 from ..config import ConfigError, config_to_dict
 from ..learn import ArrayDataset, ClassifierModule, RegressorModule, fit, load_best, make_loader, split_indices
-from ..learn.dihedral import _predict, predict_tta
+from ..learn.dihedral import predict_array, predict_tta
 from ..runs import Run
 from .config import CLASS_NAMES, BenchmarkConfig
 from .models import build_model, count_parameters
@@ -296,7 +296,7 @@ def evaluate(cfg: BenchmarkConfig, run: Run, data: dict[str, dict[str, Arrays]])
         for model in cfg.models:
             module = _trained_module(cfg, run, dataset, model)
             t0 = time.perf_counter()
-            p = _predict(module, x, cfg.train.eval_batch_size)
+            p = predict_array(module, x, cfg.train.eval_batch_size)
             rate = len(x) / max(time.perf_counter() - t0, 1e-9)
             res = _score(cfg, y, p)
             res["infer_images_per_s"] = rate
@@ -355,7 +355,7 @@ def data_efficiency(cfg: BenchmarkConfig, run: Run, data: dict[str, dict[str, Ar
                     epochs = min(math.ceil(cfg.train.epochs / f), de.max_epochs) if de.equal_steps else cfg.train.epochs
                     module, _ = _fit_one(cfg, run, dataset, model, (tr[0][idx], tr[1][idx]), va, fraction=f,
                                          epochs=epochs, patience=de.patience, devices=devices, accelerator=accelerator)
-                res = _score(cfg, y_te, _predict(module, x_te, cfg.train.eval_batch_size))
+                res = _score(cfg, y_te, predict_array(module, x_te, cfg.train.eval_batch_size))
                 out.setdefault(dataset, {}).setdefault(model, {})[f"{f:g}"] = {"n_train": int(len(idx)), key: res[key]}
                 log.info("data efficiency %s %s fraction %g (%d images): %s %.4f", dataset, model, f, len(idx), key,
                          res[key]["value"])

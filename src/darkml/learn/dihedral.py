@@ -26,7 +26,8 @@ def d4_transforms(group: str = "d4") -> list:
     return ops
 
 
-def _predict(module, x: np.ndarray, batch_size: int, transform=None) -> np.ndarray:
+def predict_array(module, x: np.ndarray, batch_size: int, transform=None) -> np.ndarray:
+    """``module``'s outputs on the images ``x`` (optionally transformed first), in batches."""
     xt = torch.as_tensor(x)
     if transform is not None:
         xt = transform(xt).contiguous()
@@ -35,14 +36,14 @@ def _predict(module, x: np.ndarray, batch_size: int, transform=None) -> np.ndarr
 
 def predict_tta(module, x: np.ndarray, batch_size: int = 256, group: str = "d4") -> np.ndarray:
     """Average of the module's predictions (probabilities or values) over the D4/C4 images."""
-    preds = [_predict(module, x, batch_size, op) for op in d4_transforms(group)]
+    preds = [predict_array(module, x, batch_size, op) for op in d4_transforms(group)]
     return np.mean(preds, axis=0)
 
 
 def rotate_d4(x: Tensor, k: Tensor, flip: Tensor | None = None) -> Tensor:
     """Exact rotation by ``k[b]`` × 90° (counter-clockwise in array axes) after an optional
     left-right flip per sample: pixels are permuted, never resampled."""
-    x, single = _as_batch(x)
+    x, single = as_batch(x)
     out = x
     if flip is not None and bool(flip.any()):
         out = torch.where(flip.view(-1, 1, 1, 1).to(x.device), out.flip(-1), out)
@@ -58,7 +59,7 @@ def rotate_d4(x: Tensor, k: Tensor, flip: Tensor | None = None) -> Tensor:
 # ---------------------------------------------------------------------------------------
 # augmentations (batched, on the batch's device, every draw from an explicit generator)
 # ---------------------------------------------------------------------------------------
-def _as_batch(x: Tensor) -> tuple[Tensor, bool]:
+def as_batch(x: Tensor) -> tuple[Tensor, bool]:
     if x.ndim == 3:
         return x[None], True
     if x.ndim != 4:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .registry import _build, model_entry, register_model
+from .registry import build, register_model
 
 __all__ = ["create_head", "linear_head", "mlp_head"]
 
@@ -24,4 +24,4 @@ def create_head(name: str, in_features: int, num_outputs: int, **kwargs) -> nn.M
     """A freshly initialised head ``name`` mapping ``(B, in_features)`` to ``(B, num_outputs)``."""
     if in_features < 1 or num_outputs < 1:
         raise ValueError(f"in_features = {in_features}, num_outputs = {num_outputs}: both must be >= 1")
-    return _build(model_entry(name, "head"), in_features=in_features, num_outputs=num_outputs, **kwargs)
+    return build("head", name, in_features=in_features, num_outputs=num_outputs, **kwargs)

@@ -20,7 +20,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-__all__ = ["register_model", "create_model", "create_encoder", "list_models", "model_entry", "ModelEntry"]
+__all__ = ["register_model", "create_model", "create_encoder", "build", "list_models", "model_entry", "ModelEntry"]
 
 KINDS = ("model", "encoder", "head")
 
@@ -32,7 +32,7 @@ class ModelEntry:
     kind: str = "model"
     description: str = ""
     tags: frozenset[str] = field(default_factory=frozenset)
-    #: keyword options the factory accepts besides in_channels / num_outputs (None: any)
+    #: whether the factory takes architecture keywords besides in_channels / num_outputs
     options: bool = True
 
 
@@ -65,6 +65,11 @@ def model_entry(name: str, kind: str = "model") -> ModelEntry:
     return _REGISTRY[kind][name]
 
 
+def build(kind: str, name: str, **kwargs: Any) -> nn.Module:
+    """Registry entry ``name`` of ``kind`` called with ``kwargs``; a bad keyword is one line."""
+    return _build(model_entry(name, kind), **kwargs)
+
+
 def _build(entry: ModelEntry, **kwargs: Any) -> nn.Module:
     with warnings.catch_warnings():  # e2cnn's basis sampling warns about uint8 indexing (harmless)
         warnings.filterwarnings("ignore", message=".*dtype torch.uint8.*")
@@ -86,4 +91,4 @@ def create_model(name: str, in_channels: int = 1, num_outputs: int = 1, **kwargs
 
 def create_encoder(name: str, **kwargs: Any) -> nn.Module:
     """A freshly initialised encoder ``name`` (returns features; ``.out_dim`` is their size)."""
-    return _build(model_entry(name, "encoder"), **kwargs)
+    return build("encoder", name, **kwargs)

@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .dihedral import _as_batch, rotate_d4
+from .dihedral import as_batch, rotate_d4
 
 ROTATIONS = ("none", "d4", "continuous")
 
@@ -35,7 +35,7 @@ def rotate(x: Tensor, angle: Tensor) -> Tensor:
     """Rotate each image about its centre by ``angle[b]`` radians (counter-clockwise in array
     axes). The multiple of 90° nearest to the angle is applied exactly (a pixel permutation);
     only the residual in [-45°, 45°] is resampled bilinearly, with zeros outside the field."""
-    x, single = _as_batch(x)
+    x, single = as_batch(x)
     angle = angle.to(x.device, torch.float32)
     k = torch.round(angle / (math.pi / 2))
     resid = angle - k * (math.pi / 2)
@@ -54,7 +54,7 @@ def rotate(x: Tensor, angle: Tensor) -> Tensor:
 
 def shift(x: Tensor, dy: Tensor, dx: Tensor) -> Tensor:
     """Circular integer shift of each image by (``dy[b]``, ``dx[b]``) pixels (flux conserved)."""
-    x, single = _as_batch(x)
+    x, single = as_batch(x)
     B, C, H, W = x.shape
     dy = dy.to(x.device).long().view(B, 1)
     dx = dx.to(x.device).long().view(B, 1)
@@ -69,7 +69,7 @@ def blur_psf(x: Tensor, sigma_px: Tensor) -> Tensor:
     """Convolve each image with a circular Gaussian of standard deviation ``sigma_px[b]`` pixels
     (periodic boundaries, via FFT): the kernel has unit sum so total flux is conserved exactly,
     and a PSF of variance s² becomes one of variance s² + sigma²."""
-    x, single = _as_batch(x)
+    x, single = as_batch(x)
     B, C, H, W = x.shape
     sig = sigma_px.to(x.device, torch.float32).view(B, 1, 1, 1)
     fy = torch.fft.fftfreq(H, device=x.device).view(1, 1, H, 1)
@@ -81,7 +81,7 @@ def blur_psf(x: Tensor, sigma_px: Tensor) -> Tensor:
 
 def add_noise(x: Tensor, sigma: Tensor, g: torch.Generator) -> Tensor:
     """Add zero-mean Gaussian pixel noise of standard deviation ``sigma[b]`` (peak-normalised units)."""
-    x, single = _as_batch(x)
+    x, single = as_batch(x)
     sig = sigma.to(x.device, x.dtype).view(-1, 1, 1, 1)
     out = x + sig * torch.randn(x.shape, generator=g, device=x.device, dtype=x.dtype)
     return out[0] if single else out
@@ -89,7 +89,7 @@ def add_noise(x: Tensor, sigma: Tensor, g: torch.Generator) -> Tensor:
 
 def local_crops(x: Tensor, size: int, g: torch.Generator) -> Tensor:
     """One random ``size``×``size`` window per image at the native pixel scale (no resizing)."""
-    x, single = _as_batch(x)
+    x, single = as_batch(x)
     B, C, H, W = x.shape
     if not 1 <= size <= min(H, W):
         raise ValueError(f"local crop size = {size}: must lie in [1, {min(H, W)}]")
@@ -133,7 +133,7 @@ class ViewAugment:
     def __call__(self, x: Tensor, generator: torch.Generator) -> Tensor:
         if generator is None:
             raise ValueError("ViewAugment needs an explicit torch.Generator (no global random state)")
-        x, single = _as_batch(x)
+        x, single = as_batch(x)
         B, dev, g = x.shape[0], x.device, generator
         if self.rotate == "continuous":
             flip = torch.rand(B, generator=g, device=dev) < 0.5 if self.flip else None

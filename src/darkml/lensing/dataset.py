@@ -75,11 +75,16 @@ def load_sim_config(
     if n_per_class is not None:
         if n_per_class < 1:
             raise ConfigError(f"n_per_class = {n_per_class}: must be >= 1")
-        ratio = cfg.dataset.n_per_class_test / cfg.dataset.n_per_class_train
-        n_test = max(1, int(round(n_per_class * ratio)))
-        extra += [f"dataset.n_per_class_train={n_per_class}", f"dataset.n_per_class_test={n_test}"]
+        extra += n_per_class_overrides(n_per_class, cfg.dataset.n_per_class_train, cfg.dataset.n_per_class_test)
         cfg = load_config(LensingSimConfig, PRESETS_DIR, preset, overrides=extra, study="lensing")
     return cfg
+
+
+def n_per_class_overrides(n_train: int, preset_train: int, preset_test: int) -> list[str]:
+    """``n_train`` training images per class; the test set keeps the preset's test/train ratio
+    (at least 1 per class)."""
+    n_test = max(1, int(round(n_train * preset_test / preset_train)))
+    return [f"dataset.n_per_class_train={n_train}", f"dataset.n_per_class_test={n_test}"]
 
 
 def _split_size(cfg: LensingSimConfig, split: str) -> int:

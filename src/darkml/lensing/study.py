@@ -16,9 +16,9 @@ from typing import Any, Iterable
 from darkml.runs import Run
 from darkml.study import Shortcut, Stage, Study, execute
 
-from .dataset import PRESETS_DIR, SPLITS, simulate_dataset
+from .dataset import PRESETS_DIR, SPLITS, n_per_class_overrides, simulate_dataset
 from .figures import report_dataset
-from .params import LensingSimConfig, RecordError
+from .params import DatasetCfg, LensingSimConfig, RecordError
 from .simulate import BACKENDS, SimulationError
 
 __all__ = ["STUDY", "load", "simulate", "report", "run"]
@@ -50,9 +50,10 @@ def run(cfg: LensingSimConfig, run_dir: Path | str | None = None, **options: Any
 
 def _n_per_class(value: int, preset: dict) -> list[str]:
     """``--n-per-class N``: N training images per class; the test set keeps the preset's ratio."""
-    ds = preset.get("dataset", {})
-    ratio = ds.get("n_per_class_test", 1) / max(ds.get("n_per_class_train", 1), 1)
-    return [f"dataset.n_per_class_train={value}", f"dataset.n_per_class_test={max(1, int(round(value * ratio)))}"]
+    defaults = DatasetCfg()
+    ds = {"n_per_class_train": defaults.n_per_class_train, "n_per_class_test": defaults.n_per_class_test,
+          **preset.get("dataset", {})}
+    return n_per_class_overrides(value, ds["n_per_class_train"], ds["n_per_class_test"])
 
 
 def expected_outputs(cfg: LensingSimConfig) -> dict[str, int]:
