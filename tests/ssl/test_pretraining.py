@@ -165,3 +165,7 @@ def test_simulate_stage_draws_from_the_lensing_simulator(tmp_path):
     run, out = execute(study.STUDY, cfg, tmp_path / "r", ["simulate"])
     assert out["simulate"] == {"hst": 3 * 4 + 3 * 2}
     assert (run.dataset_path / "hst" / "train.zarr").is_dir() and run.stage_finished("simulate")
+    from darkml.ssl.data import load_data
+
+    train, test = load_data(cfg, run, "hst")  # what the train stage reads
+    assert train.images.shape == (12, 1, 64, 64) and len(test) == 6 and sorted(np.bincount(train.labels)) == [4, 4, 4]

@@ -172,29 +172,38 @@ def _open_fits(path: str):
         for h in hdul:
             _ = h.data  # truncated data raise here, not later
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0][:160]
-        raise MopraError(f"{path}: not a readable FITS file ({type(exc).__name__}: {first})") from None
+        raise _unreadable(path, exc) from None
     return hdul
 
 
+def _unreadable(path: str | Path, exc: Exception) -> MopraError:
+    first = (str(exc).strip().splitlines() or [""])[0][:160]
+    return MopraError(f"{path}: not a readable FITS file ({type(exc).__name__}: {first})")
+
+
 def check_release(folder: str | Path, glob12: str = "*12CO*.fits", glob13: str = "*13CO*.fits") -> list[tuple[Path, Path]]:
-    """Before any work: find the cube pairs and read every header (readable FITS, a temperature
-    BUNIT, a velocity axis); a problem is one line naming the file and the keyword."""
+    """Before any work: find the cube pairs and read every cube's header (readable FITS, data
+    not truncated, a temperature BUNIT, a velocity axis); a problem is one line naming the file
+    and the keyword. Only headers are read."""
     from astropy.io import fits
 
     pairs = find_pairs(folder, glob12, glob13)
     for pair in pairs:
         for path in pair:
             try:
-                header = fits.getheader(str(path))
+                with fits.open(str(path), memmap=True, lazy_load_hdus=False) as hdul:
+                    k = next((i for i, h in enumerate(hdul) if int(h.header.get("NAXIS", 0)) >= 2), None)
+                    if k is None:
+                        raise MopraError(f"{path}: no image data in any HDU")
+                    header, where = hdul[k].header, hdul.fileinfo(k)
+            except MopraError:
+                raise
             except Exception as exc:
-                first = (str(exc).strip().splitlines() or [""])[0][:160]
-                raise MopraError(f"{path}: not a readable FITS file ({type(exc).__name__}: {first})") from None
-            naxes = [int(header.get(f"NAXIS{i}", 0)) for i in range(1, int(header.get("NAXIS", 0)) + 1)]
-            need = 2880 * -(-len(header.tostring()) // 2880) + abs(int(header.get("BITPIX", 8))) // 8 * int(np.prod(naxes))
+                raise _unreadable(path, exc) from None
+            need = where["datLoc"] + where["datSpan"]
             if path.stat().st_size < need:
-                raise MopraError(f"{path}: truncated FITS file ({path.stat().st_size} of the {need} bytes that "
-                                 f"NAXIS1..{len(naxes)} and BITPIX ask for)")
+                raise MopraError(f"{path}: truncated FITS file ({path.stat().st_size} of the {need} bytes that its "
+                                 "NAXISn and BITPIX ask for)")
             parse_bunit(header.get("BUNIT"), str(path))
             velocity_axis_kms(header, 3, str(path))
     return pairs

@@ -29,6 +29,7 @@ class EpochStats(L.Callback):
         self._t0 = 0.0
         self._n = 0
         self._started = 0.0
+        self._first_epoch = 0
         self.tag = tag
         self.log_lines = log_lines
 
@@ -57,7 +58,7 @@ class EpochStats(L.Callback):
         shown = {k: float(v) for k, v in trainer.callback_metrics.items()
                  if k in ("train_loss", "val_loss") or k.startswith("val_")}
         parts = [f"{k} {v:.4g}" for k, v in sorted(shown.items(), key=lambda kv: (kv[0] != "train_loss", kv[0]))]
-        done = max(1, epoch - getattr(self, "_first_epoch", 0))
+        done = max(1, epoch - self._first_epoch)
         left = (time.perf_counter() - self._started) / done * max(0, total - epoch) if self._started else 0.0
         rate = f"{self._n / dt:.0f} images/s" if dt > 0 and self._n else "– images/s"
         eta = f"{left / 60:.1f} min" if left >= 90 else f"{left:.0f} s"

@@ -84,16 +84,20 @@ def toy_images(n_per_class: int, seed: int = 0, size: int = 64, noise_sigma: flo
     return Split(img[:, None].astype(np.float32), labels, log10_m)
 
 
-def _simulated(cfg: SSLConfig, run: Run, instrument: str) -> tuple[Split, Split]:
-    """Simulate (or reuse) one instrument's train and test sets with the lensing simulator."""
-    sim_cfg = load_sim_config(
-        instrument,
-        overrides=[f"seed={cfg.seed}", f"dataset.n_per_class_train={cfg.data.n_per_class_train}",
-                   f"dataset.n_per_class_test={cfg.data.n_per_class_test}", *cfg.data.sim_set],
-    )
-    path = run.dataset_path / instrument
-    simulate_dataset(sim_cfg, path, workers=cfg.data.workers)
-    return tuple(Split(*load_images(path, split=s)) for s in ("train", "test"))  # type: ignore[return-value]
+def simulate_data(cfg: SSLConfig, run: Run) -> dict[str, int]:
+    """Simulate (or resume) each instrument's train and test stores with the lensing simulator
+    (nothing to write for the toy source); returns the images per instrument."""
+    out = {}
+    for instrument in cfg.data.instruments:
+        if cfg.data.source == "simulate":
+            sim_cfg = load_sim_config(
+                instrument,
+                overrides=[f"seed={cfg.seed}", f"dataset.n_per_class_train={cfg.data.n_per_class_train}",
+                           f"dataset.n_per_class_test={cfg.data.n_per_class_test}", *cfg.data.sim_set],
+            )
+            simulate_dataset(sim_cfg, run.dataset_path / instrument, workers=cfg.data.workers)
+        out[instrument] = 3 * (cfg.data.n_per_class_train + cfg.data.n_per_class_test)
+    return out
 
 
 def load_data(cfg: SSLConfig, run: Run | None, instrument: str) -> tuple[Split, Split]:
@@ -106,7 +110,8 @@ def load_data(cfg: SSLConfig, run: Run | None, instrument: str) -> tuple[Split, 
         return tr, te
     if run is None:
         raise ValueError("simulated data need a run directory")
-    return _simulated(cfg, run, instrument)
+    path = run.dataset_path / instrument  # written by the simulate stage
+    return tuple(Split(*load_images(path, split=s)) for s in ("train", "test"))  # type: ignore[return-value]
 
 
 def label_subset(labels: np.ndarray, idx: np.ndarray, fraction: float, min_per_class: int, seed: int) -> np.ndarray:

@@ -20,7 +20,7 @@ from darkml.study import Shortcut, Stage, Study, execute
 
 from .config import PRESETS_DIR, SSLConfig
 from .config import STUDY as STUDY_NAME
-from .data import _subset, _train_val, load_data
+from .data import _subset, _train_val, load_data, simulate_data
 from .encoders import build_encoder
 from .figures import summarise, write_report
 from .pretraining import _evaluate_init, pretrain_encoder
@@ -37,12 +37,7 @@ def load(preset: str = "quick", overrides: Iterable[str] = ()) -> SSLConfig:
 
 def simulate(run: Run) -> dict[str, int]:
     """Make (or reuse) each instrument's train and test images (simulated, or the toy set)."""
-    cfg = run.load_config(SSLConfig)
-    out = {}
-    for inst in cfg.data.instruments:
-        train_all, test = load_data(cfg, run, inst)
-        out[inst] = len(train_all) + len(test)
-    return out
+    return simulate_data(run.load_config(SSLConfig), run)
 
 
 def train(run: Run, devices: Any = "auto") -> None:
