@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from darkml.gas.mopra import MopraError, cut_tiles, cube_planes, estimate_rms, find_pairs, load_survey, read_cube
+from darkml.gas.mopra import MopraError, cut_tiles, cube_planes, estimate_rms, read_cube
+from darkml.gas.release import check_release, load_survey
 from darkml.gas.rings import ring_windows
 
 N = 10            # pixels per degree
@@ -170,14 +171,16 @@ def test_survey_folder_pairs_rms_and_tiles(tmp_path):
     rms = fits.Header()
     rms["CDELT1"], rms["CDELT2"], rms["BUNIT"] = -0.1, 0.1, "K"
     fits.PrimaryHDU(np.full((N, N), 0.3, np.float32), rms).writeto(tmp_path / "G330.5-13CO_Vcrop_rms.fits")
-    tiles = load_survey(tmp_path, XCO)
+    tiles, inv = load_survey(tmp_path, XCO)
     assert [t["l_lo_deg"] for t in tiles] == [330.0, 331.0]
     assert tiles[0]["co12"].shape == (17, N, N)
     # noise from the shipped RMS image (0.3 K) vs estimated from a noise-free cube (0 K)
     assert tiles[0]["noise13"][k].min() > 0 and np.all(tiles[1]["noise13"] == 0)
+    assert len(inv.pairs) == 2 and inv.pairs[0][3] is not None and inv.pairs[1][3] is None
     (tmp_path / "G331.5-13CO_Vcrop.fits").unlink()
-    with pytest.raises(MopraError, match="no 13CO cube"):
-        find_pairs(tmp_path)
+    inv = check_release(tmp_path)
+    lone = next(f for f in inv.files if f.path.endswith("G331.5-12CO_Vcrop.fits"))
+    assert not lone.used and "no 13CO cube" in lone.note and len(inv.pairs) == 1
 
 
 def test_cut_tiles_of_a_mosaic(tmp_path):
@@ -194,16 +197,13 @@ def test_cut_tiles_of_a_mosaic(tmp_path):
 
 
 def test_check_release_reads_headers_and_accepts_an_intact_release(tmp_path):
-    from astropy.io import fits
-
-    from darkml.gas.mopra import MopraError, check_release
-
     for iso in ("12CO", "13CO"):
         hdu = fits.PrimaryHDU(np.zeros((20, 8, 8), np.float32))
         hdu.header.update({"BUNIT": "K", "CTYPE1": "GLON-CAR", "CTYPE2": "GLAT-CAR", "CTYPE3": "VELO-LSR",
                            "CDELT3": 1000.0, "CRVAL3": 0.0, "CRPIX3": 1.0, "CUNIT3": "m/s"})
         hdu.writeto(tmp_path / f"G300-{iso}.fits")
-    assert [p.name for p in check_release(tmp_path)[0]] == ["G300-12CO.fits", "G300-13CO.fits"]
+    assert [p.path for p in check_release(tmp_path).pairs[0][:2]] == [str(tmp_path / "G300-12CO.fits"),
+                                                                       str(tmp_path / "G300-13CO.fits")]
     path = tmp_path / "G300-13CO.fits"
     with fits.open(path, mode="update") as h:
         h[0].header["BUNIT"] = "Jy/beam"

@@ -20,7 +20,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .radiative import H2_PER_13CO, T0_12CO_K, gaussian_line_integral, lte_column_13co, saturation_temperature
+from .radiative import (
+    H2_PER_13CO,
+    T0_12CO_K,
+    gaussian_line_integral,
+    lte_column_13co,
+    saturation_temperature,
+)
 
 __all__ = ["RingLinear", "curve_of_growth_inverse", "physics_inverse", "ConditionalMedian"]
 

@@ -76,6 +76,9 @@ class ConversionCfg(Section):
     xco: Union[float, List[float]] = Field(2.0e20, description="X_CO [cm^-2/(K km/s)], one value or one per ring (Bolatto+2013)")
     eta_mb: float = Field(0.55, gt=0.0, le=1.0, description="main-beam efficiency, T_mb = T_A*/eta (MOPRA extended beam)")
     lte_tex_k: float = Field(10.0, gt=3.0, le=100.0, description="Tex assumed by the 13CO LTE column (facts: 10 K)")
+    efficiency_order: Literal["before_lte", "after_lte"] = Field(
+        "before_lte", description="13CO: divide T_A* by eta_mb before the non-linear LTE formula (physical: it is "
+                                  "written for T_mb) or divide the column after it (the companion data-preparation code)")
 
     @model_validator(mode="after")
     def _check(self):
@@ -95,9 +98,8 @@ class ConversionCfg(Section):
 class DataCfg(Section):
     source: Literal["synthetic", "mopra"] = Field("synthetic", description="synthetic sky or local MOPRA FITS cubes")
     mopra_dir: Optional[str] = Field(None, description="folder with MOPRA cubes (source = mopra)")
-    mopra_12co_glob: str = "*12CO*.fits"
-    mopra_13co_glob: str = "*13CO*.fits"
-    mopra_rms_suffix: str = Field("_rms", description="an RMS image G323.5-13CO_rms.fits next to a cube is used if present")
+    mopra_min_footprint: float = Field(0.5, ge=0.0, le=1.0, description="tiles whose area the cubes cover less "
+                                       "than this fraction of are skipped (slivers at a release's edge)")
     train_l_deg: Tuple[float, float] = Field((300.0, 340.0), description="training region [deg] (paper)")
     test_l_deg: Tuple[float, float] = Field((340.0, 350.0), description="test region [deg] (paper)")
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="fraction of training tiles held out for validation")

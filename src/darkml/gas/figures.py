@@ -228,6 +228,12 @@ def build_report(cfg, run: Run) -> Path:
                         "fit [s]": round(g["fit_seconds"], 1), "bins on pooled GP": str(g["pooled_rings"]),
                         **{f"median {k}": round(v, 4) for k, v in g["hyperparameters_median"].items()}}],
                       "Gaussian processes")
+    ds = metrics.get("dataset", {})
+    if ds.get("inventory"):
+        rep.add_heading("Survey release")
+        rep.add_table([{k: f[k] for k in ("path", "kind", "isotope", "used", "note")} for f in ds["inventory"]["files"]],
+                      f"Every FITS file under {ds['inventory']['folder']}, classified by its header")
+        rep.add_table(ds.get("tiles", []), "Tiles: fraction of the tile inside the cubes (footprint) and holding data")
     rep.add_timings(metrics.get("timings_s", {}))
     rep.add_config(config_to_dict(cfg))
     return rep.write(run.report_path)

@@ -56,10 +56,10 @@ __all__ = [
     "read_rms",
     "estimate_rms",
     "cube_planes",
+    "pixel_range",
     "cut_tiles",
-    "find_pairs",
-    "check_release",
-    "load_survey",
+    "read_header",
+    "check_cube_header",
 ]
 
 
@@ -98,14 +98,13 @@ def parse_bunit(bunit: str | None, path: str = "") -> tuple[float, str]:
         raise MopraError(f"{where}BUNIT = {raw!r}: looks like an integrated-intensity map; a (v, b, l) cube in K is needed")
     scale = "tmb" if re.search(r"t_?mb|mainbeam", s) else "ta*"
     core = re.sub(r"[\(\[].*?[\)\]]", "", s)                               # drop "(T_A*)", "[Tmb]" ...
-    core = re.sub(r"[_\-.,;:]?(t_?a\^?\*?|t_?mb|tant|antenna)$", "", core)    # drop "_Tmb", "-TA*" ...
-    if core in ("k", "kelvin", "degk", "deg.k", "") :
-        if core == "" and not re.search(r"t_?a|t_?mb", s):
-            raise MopraError(f"{where}BUNIT = {raw!r}: not a temperature unit (expected K)")
+    core = re.sub(r"[_\-.,;:/]?(t_?a\^?\*?|t_?mb|tant|antenna)$", "", core)    # drop "_Tmb", "-TA*" ...
+    if core in ("k", "kelvin", "degk", "deg.k"):
         return 1.0, scale
     if core in ("mk", "millikelvin"):
         return 1e-3, scale
-    raise MopraError(f"{where}BUNIT = {raw!r}: not a temperature unit (expected K, Kelvin, K (T_A*), mK ...)")
+    raise MopraError(f"{where}BUNIT = {raw!r}: not a temperature unit (expected K, Kelvin, mK, with an optional "
+                     "scale: K (T_A*), K/Ta*, K (Tmb))")
 
 
 def _axis_types(header) -> list[str]:
@@ -117,7 +116,7 @@ def velocity_axis_kms(header, axis: int = 3, path: str = "") -> np.ndarray:
     """Channel velocities [km/s] of FITS axis ``axis``, linear from the header (see module docstring)."""
     where = f"{path}: " if path else ""
     ctype = str(header.get(f"CTYPE{axis}", "")).strip().upper()
-    if not ctype.startswith(("VELO", "VRAD", "VLSR", "VELOCITY", "VOPT")):
+    if not ctype.startswith(VELOCITY_TYPES):
         raise MopraError(f"{where}axis {axis} has CTYPE{axis} = {ctype!r}: expected a velocity axis (VELO-LSR, VRAD ...)")
     n = int(header[f"NAXIS{axis}"])
     try:
@@ -181,32 +180,54 @@ def _unreadable(path: str | Path, exc: Exception) -> MopraError:
     return MopraError(f"{path}: not a readable FITS file ({type(exc).__name__}: {first})")
 
 
-def check_release(folder: str | Path, glob12: str = "*12CO*.fits", glob13: str = "*13CO*.fits") -> list[tuple[Path, Path]]:
-    """Before any work: find the cube pairs and read every cube's header (readable FITS, data
-    not truncated, a temperature BUNIT, a velocity axis); a problem is one line naming the file
-    and the keyword. Only headers are read."""
+VELOCITY_TYPES = ("VELO", "VRAD", "VLSR", "VELOCITY", "VOPT")
+SPECTRAL_TYPES = ("FREQ", "WAVE", "AWAV", "ENER", "WAVN", "ZOPT", "BETA", "FELO")
+
+
+def read_header(path: str | Path):
+    """(header, effective axis lengths) of the first HDU holding an image, reading headers only.
+
+    Degenerate axes beyond the second (NAXISn = 1, e.g. a Stokes axis or a one-plane image) are
+    dropped from the lengths. An unreadable or truncated file is a one-line MopraError.
+    """
     from astropy.io import fits
 
-    pairs = find_pairs(folder, glob12, glob13)
-    for pair in pairs:
-        for path in pair:
-            try:
-                with fits.open(str(path), memmap=True, lazy_load_hdus=False) as hdul:
-                    k = next((i for i, h in enumerate(hdul) if int(h.header.get("NAXIS", 0)) >= 2), None)
-                    if k is None:
-                        raise MopraError(f"{path}: no image data in any HDU")
-                    header, where = hdul[k].header, hdul.fileinfo(k)
-            except MopraError:
-                raise
-            except Exception as exc:
-                raise _unreadable(path, exc) from None
-            need = where["datLoc"] + where["datSpan"]
-            if path.stat().st_size < need:
-                raise MopraError(f"{path}: truncated FITS file ({path.stat().st_size} of the {need} bytes that its "
-                                 "NAXISn and BITPIX ask for)")
-            parse_bunit(header.get("BUNIT"), str(path))
-            velocity_axis_kms(header, 3, str(path))
-    return pairs
+    path = Path(path)
+    try:
+        with fits.open(str(path), memmap=True, lazy_load_hdus=False) as hdul:
+            k = next((i for i, h in enumerate(hdul) if int(h.header.get("NAXIS", 0)) >= 2), None)
+            if k is None:
+                raise MopraError(f"{path}: no image data in any HDU (every NAXIS < 2)")
+            header, where = hdul[k].header.copy(), hdul.fileinfo(k)
+    except MopraError:
+        raise
+    except Exception as exc:
+        raise _unreadable(path, exc) from None
+    need = where["datLoc"] + where["datSpan"]
+    if path.stat().st_size < need:
+        raise MopraError(f"{path}: truncated FITS file ({path.stat().st_size} of the {need} bytes that its NAXISn "
+                         "and BITPIX ask for)")
+    lengths = [int(header.get(f"NAXIS{i}", 0)) for i in range(1, int(header["NAXIS"]) + 1)]
+    while len(lengths) > 2 and lengths[-1] == 1:
+        lengths.pop()
+    return header, lengths
+
+
+def check_cube_header(header, path: str | Path) -> None:
+    """Header checks of a (l, b, v) cube, each a MopraError naming the file and keyword."""
+    types = _axis_types(header)
+    if len(types) < 3:
+        raise MopraError(f"{path}: NAXIS = {len(types)}: a cube needs three axes (GLON, GLAT, velocity)")
+    if not types[0].startswith("GLON") or not types[1].startswith("GLAT"):
+        raise MopraError(f"{path}: CTYPE1, CTYPE2 = {types[:2]}: expected Galactic longitude and latitude (GLON-*, GLAT-*); "
+                         "regrid the cube to Galactic coordinates with l on axis 1 and b on axis 2")
+    if types[2].startswith(SPECTRAL_TYPES):
+        raise MopraError(f"{path}: CTYPE3 = {types[2]!r}: the spectral axis must be a velocity (VELO-LSR, VRAD); "
+                         "convert the frequency axis to radio velocity first")
+    if not types[2].startswith(VELOCITY_TYPES):
+        raise MopraError(f"{path}: CTYPE3 = {types[2]!r}: no spectral axis; expected a velocity axis (VELO-LSR, VRAD)")
+    parse_bunit(header.get("BUNIT"), str(path))
+    velocity_axis_kms(header, 3, str(path))
 
 
 def read_cube(path: str | Path) -> Cube:
@@ -228,7 +249,7 @@ def read_cube(path: str | Path) -> Cube:
     if data.ndim != 3:
         raise MopraError(f"{path}: data has {data.ndim} axes {data.shape}: expected a 3-D (v, b, l) cube")
     types = _axis_types(header)
-    if len(types) >= 3 and not types[2].startswith(("VELO", "VRAD", "VLSR", "VELOCITY", "VOPT")):
+    if len(types) >= 3 and not types[2].startswith(VELOCITY_TYPES):
         raise MopraError(f"{path}: axes are {types[:3]}: expected (GLON, GLAT, velocity) in FITS order, i.e. (v, b, l) in the array")
     factor, scale = parse_bunit(header.get("BUNIT"), path)
     v = velocity_axis_kms(header, 3, path)
@@ -291,8 +312,10 @@ def _check_same_grid(c12: Cube, c13: Cube) -> None:
 
 def cube_planes(c12: Cube, c13: Cube, rms12: np.ndarray | None, rms13: np.ndarray | None, xco: Sequence[float],
                 eta_mb: float = 0.55, lte_tex_k: float = 10.0,
-                edges_kpc: Sequence[float] = RING_EDGES_KPC) -> dict[str, np.ndarray]:
-    """Ring planes ``(n_rings, n_b, n_l)`` [cm^-2] + noise planes + coverage ``(n_b, n_l)`` of a cube pair."""
+                edges_kpc: Sequence[float] = RING_EDGES_KPC, efficiency_order: str = "before_lte") -> dict[str, np.ndarray]:
+    """Ring planes ``(n_rings, n_b, n_l)`` [cm^-2] + noise planes + coverage ``(n_b, n_l)`` of a cube pair.
+
+    ``efficiency_order``: where the 13CO main-beam efficiency is divided out (synthetic.integrate_planes)."""
     _check_same_grid(c12, c13)
     win = ring_windows(np.mod(c12.glon, 360.0), edges_kpc)
     out: dict[str, np.ndarray] = {}
@@ -305,7 +328,7 @@ def cube_planes(c12: Cube, c13: Cube, rms12: np.ndarray | None, rms13: np.ndarra
         ov = channel_overlap(win["v_lo"], win["v_hi"], cube.velocity_kms, cube.dv_kms)
         planes = integrate_planes(cube.data if key == "12" else None, cube.data if key == "13" else None, ov, cube.dv_kms,
                                   np.asarray(xco, dtype=float), eta, lte_tex_k,
-                                  r if key == "12" else None, r if key == "13" else None)
+                                  r if key == "12" else None, r if key == "13" else None, efficiency_order)
         out.update(planes)
     coverage = np.minimum(cover[0], cover[1]).astype(np.float32)
     blank = coverage == 0
@@ -317,85 +340,84 @@ def cube_planes(c12: Cube, c13: Cube, rms12: np.ndarray | None, rms13: np.ndarra
     return out
 
 
-def cut_tiles(planes: dict[str, np.ndarray], pixels_per_tile: int | None = None, tile_deg: float = 1.0) -> list[dict[str, Any]]:
-    """Cut planes into tiles ``[l0, l0 + 1) x [-0.5, 0.5)`` with integer ``l0`` (missing pixels are zero, coverage 0)."""
-    glon, glat = planes["glon"], planes["glat"]
-    pix = float(np.median(np.abs(np.diff(glon)))) if glon.size > 1 else tile_deg
+def pixel_range(coord: np.ndarray, lo: float, hi: float, tol: float = 1e-6) -> tuple[int, int]:
+    """Pixel indices ``[start, stop)`` whose centres lie in ``[lo, hi)`` on an increasing linear axis.
+
+    The pixel coordinate of a world value ``w`` is ``x = (w - coord[0]) / pix``; pixel ``p`` has
+    its centre in ``[lo, hi)`` exactly when ``x(lo) <= p < x(hi)``, so ``start = ceil(x(lo))`` and
+    ``stop = ceil(x(hi))`` (a centre on the boundary belongs to the upper tile; ``tol`` pixels of
+    float slack). Adjacent intervals therefore share no pixel and drop none, whatever the
+    parity of NAXIS and whether CRPIX is integer or half-integer. ``start`` may be negative and
+    ``stop`` beyond the axis: the caller clips (the part of the interval the cube does not cover).
+    """
+    pix = float(coord[1] - coord[0]) if coord.size > 1 else 1.0
+    x_lo = (lo - float(coord[0])) / pix
+    x_hi = (hi - float(coord[0])) / pix
+    return int(math.ceil(x_lo - tol)), int(math.ceil(x_hi - tol))
+
+
+def cut_tiles(planes: dict[str, np.ndarray], pixels_per_tile: int | None = None, tile_deg: float = 1.0,
+              min_footprint: float = 0.0, path: str = "") -> list[dict[str, Any]]:
+    """Cut planes into tiles ``[l0, l0 + 1) x [-0.5, 0.5)`` with integer ``l0`` by pixel index.
+
+    A pixel belongs to the tile that contains its centre (:func:`pixel_range`), and sits in the
+    tile's slot ``p - start``: cutting is pure slicing, so tiles reassembled give the source
+    planes bit for bit, with no pixel dropped or duplicated at a boundary. Slots the cube does
+    not reach are zero with coverage 0. Each tile records ``footprint`` (fraction of its area
+    inside the cube's extent, from the world coordinates) and ``valid_fraction`` (slots with
+    data); the slot counts are checked against the cube's extent in world coordinates (a mismatch
+    is a MopraError), and
+    tiles with ``footprint < min_footprint`` (slivers at a cube's edge) are dropped.
+    """
+    glon = np.asarray(planes["glon"], dtype=np.float64)
+    glat = np.asarray(planes["glat"], dtype=np.float64)
+    pix = float(np.median(np.diff(glon))) if glon.size > 1 else tile_deg
     n = int(round(tile_deg / pix)) if pixels_per_tile is None else int(pixels_per_tile)
+    if abs(n * pix - tile_deg) > 1e-4 * pix:
+        raise MopraError(f"{path or 'cube'}: pixel size {pix * 3600:.4g}\" does not divide the {tile_deg} deg tile "
+                         f"({tile_deg / pix:.4f} px); regrid the cube to a pixel that does (MOPRA: 30\")")
+    lo_b, hi_b = -tile_deg / 2, tile_deg / 2
+    rb0, rb1 = pixel_range(glat, lo_b, hi_b)
+    rows = np.arange(max(rb0, 0), min(rb1, glat.size))
+    ext_l = (glon[0] - pix / 2, glon[-1] + pix / 2)
+    ext_b = (glat[0] - pix / 2, glat[-1] + pix / 2)
+    fb = max(0.0, min(ext_b[1], hi_b) - max(ext_b[0], lo_b)) / tile_deg
     tiles = []
-    for l0 in range(int(math.floor(glon.min())), int(math.ceil(glon.max()))):
-        cols_l = l0 + (np.arange(n) + 0.5) * tile_deg / n
-        rows_b = -0.5 + (np.arange(n) + 0.5) * tile_deg / n
-        ci = np.rint((cols_l - glon[0]) / pix).astype(int)
-        ri = np.rint((rows_b - glat[0]) / pix).astype(int)
-        okc = (ci >= 0) & (ci < glon.size) & (np.abs(glon[np.clip(ci, 0, glon.size - 1)] - cols_l) < 0.5 * pix)
-        okr = (ri >= 0) & (ri < glat.size) & (np.abs(glat[np.clip(ri, 0, glat.size - 1)] - rows_b) < 0.5 * pix)
-        if okc.sum() == 0 or okr.sum() == 0:
+    for l0 in range(int(math.floor(glon[0] + 1e-9)), int(math.floor(glon[-1] + 1e-9)) + 1):
+        c0, c1 = pixel_range(glon, float(l0), float(l0 + tile_deg))
+        cols = np.arange(max(c0, 0), min(c1, glon.size))
+        if cols.size == 0 or rows.size == 0:
             continue
-        tile: dict[str, Any] = {"l_lo_deg": float(l0), "glon": cols_l.astype(np.float32), "glat": rows_b.astype(np.float32)}
+        if c1 - c0 != n or rb1 - rb0 != n:
+            raise MopraError(f"{path or 'cube'}: tile l0 = {l0} spans {c1 - c0} x {rb1 - rb0} px, expected {n} x {n}")
+        fl = max(0.0, min(ext_l[1], l0 + tile_deg) - max(ext_l[0], float(l0))) / tile_deg
+        for what, kept, frac in (("columns", cols.size, fl), ("rows", rows.size, fb)):
+            if abs(kept - frac * n) > 1.0 + 1e-6:
+                raise MopraError(f"{path or 'cube'}: tile l0 = {l0} keeps {kept} {what} but the cube covers "
+                                 f"{frac * n:.2f} of {n} (pixel lattice inconsistent with the WCS)")
+        footprint = cols.size * rows.size / n**2
+        if footprint < min_footprint:
+            log.info("%s: tile [%d, %d) skipped: the cube covers %.1f %% of it", path or "cube", l0, l0 + 1,
+                     100 * footprint)
+            continue
+        sc, sr = cols - c0, rows - rb0
+        tile: dict[str, Any] = {
+            "l_lo_deg": float(l0),
+            "glon": (glon[0] + (np.arange(n) + c0) * pix).astype(np.float32),
+            "glat": (glat[0] + (np.arange(n) + rb0) * pix).astype(np.float32),
+        }
         for k in ("co12", "co13", "noise12", "noise13"):
             a = np.zeros((planes[k].shape[0], n, n), dtype=np.float32)
-            a[np.ix_(np.arange(a.shape[0]), np.nonzero(okr)[0], np.nonzero(okc)[0])] = planes[k][:, ri[okr]][:, :, ci[okc]]
+            a[:, sr[0]:sr[-1] + 1, sc[0]:sc[-1] + 1] = planes[k][:, rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
             tile[k] = a
         cov = np.zeros((n, n), dtype=np.float32)
-        cov[np.ix_(np.nonzero(okr)[0], np.nonzero(okc)[0])] = planes["coverage"][ri[okr]][:, ci[okc]]
+        cov[sr[0]:sr[-1] + 1, sc[0]:sc[-1] + 1] = planes["coverage"][rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
         tile["coverage"] = cov
+        inside = np.zeros((n, n), dtype=bool)
+        inside[sr[0]:sr[-1] + 1, sc[0]:sc[-1] + 1] = True
+        tile["inside"] = inside
+        tile["footprint"] = float(inside.mean())
+        tile["valid_fraction"] = float((cov > 0).mean())
+        tile["slices"] = (int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1)
         tiles.append(tile)
     return tiles
-
-
-def find_pairs(folder: str | Path, glob12: str = "*12CO*.fits", glob13: str = "*13CO*.fits") -> list[tuple[Path, Path]]:
-    """Pair every 12CO cube with the 13CO cube whose name differs only by the isotopologue tag."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"MOPRA folder {folder} does not exist")
-    files12 = sorted(p for p in folder.glob(glob12) if "13CO" not in p.name and "_rms" not in p.stem)
-    files13 = {p.name: p for p in folder.glob(glob13) if "_rms" not in p.stem}
-    if not files12:
-        raise MopraError(f"{folder}: no 12CO cubes matching {glob12!r}")
-    pairs, unmatched = [], []
-    for p in files12:
-        q = files13.get(p.name.replace("12CO", "13CO"))
-        if q is None:
-            unmatched.append(p.name)
-        else:
-            pairs.append((p, q))
-    if unmatched:
-        raise MopraError(f"{folder}: no 13CO cube for {', '.join(unmatched[:5])} (expected the same name with 13CO)")
-    return pairs
-
-
-def _rms_path(cube_path: Path, suffix: str) -> Path | None:
-    stem = cube_path.stem
-    for cand in (f"{stem}{suffix}.fits", f"{stem.replace('_Vcrop', '')}{suffix}.fits"):
-        p = cube_path.with_name(cand)
-        if p.is_file():
-            return p
-    return None
-
-
-def load_survey(folder: str | Path, xco: Sequence[float], eta_mb: float = 0.55, lte_tex_k: float = 10.0,
-                glob12: str = "*12CO*.fits", glob13: str = "*13CO*.fits", rms_suffix: str = "_rms",
-                edges_kpc: Sequence[float] = RING_EDGES_KPC) -> list[dict[str, Any]]:
-    """All tiles of a folder of MOPRA cubes, sorted by longitude (a tile made by two cubes keeps the better covered)."""
-    best: dict[float, dict[str, Any]] = {}
-    n_pix = None
-    for p12, p13 in find_pairs(folder, glob12, glob13):
-        c12, c13 = read_cube(p12), read_cube(p13)
-        r12 = _rms_path(p12, rms_suffix)
-        r13 = _rms_path(p13, rms_suffix)
-        planes = cube_planes(c12, c13, read_rms(r12, c12) if r12 else None, read_rms(r13, c13) if r13 else None,
-                             xco, eta_mb, lte_tex_k, edges_kpc)
-        pix = float(np.median(np.abs(np.diff(c12.glon)))) if c12.glon.size > 1 else 1.0
-        n = int(round(1.0 / pix))
-        if n_pix is None:
-            n_pix = n
-        elif n != n_pix:
-            raise MopraError(f"{p12}: pixel size {pix * 3600:.1f}\" gives {n} px per degree, other cubes have {n_pix}")
-        for tile in cut_tiles(planes, n_pix):
-            tile["source"] = f"{p12.name} + {p13.name}"
-            old = best.get(tile["l_lo_deg"])
-            if old is None or tile["coverage"].sum() > old["coverage"].sum():
-                best[tile["l_lo_deg"]] = tile
-        log.info("read %s and %s", p12.name, p13.name)
-    return [best[k] for k in sorted(best)]

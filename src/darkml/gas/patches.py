@@ -25,7 +25,13 @@ from typing import Sequence
 import numpy as np
 import torch
 from scipy.ndimage import correlate1d
-from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+from torch.utils.data import (
+    BatchSampler,
+    DataLoader,
+    Dataset,
+    RandomSampler,
+    SequentialSampler,
+)
 
 __all__ = [
     "gaussian_kernel1d",

@@ -44,7 +44,7 @@ from .config import PRESETS_DIR, GasConfig, load_gas_config
 from .figures import build_report
 from .gp import LinePatchGP
 from .metrics import METRICS, heatmap, nan_to_none, score_planes, summarize, trend
-from .mopra import MopraError, check_release
+from .mopra import MopraError
 from .patch_cnn import PatchCNN, PatchRegressor, predict_map
 from .patches import (
     PatchDataset,
@@ -54,6 +54,7 @@ from .patches import (
 )
 from .planes import Prepared, _concat, _nonempty, prepare
 from .radiative import isotope_ratio
+from .release import check_release
 from .rings import ring_centres
 from .survey import UNITS, _array_specs, _load_mopra, _simulate_chunk
 from .synthetic import survey_layout
@@ -384,9 +385,10 @@ def expected_outputs(cfg: GasConfig) -> dict[str, int]:
 
 
 def preflight(cfg: GasConfig) -> None:
-    """A MOPRA folder is searched and every cube header read and checked up front."""
+    """A MOPRA release is searched recursively, every FITS header classified and checked, and the
+    inventory printed, before any work."""
     if cfg.data.source == "mopra":
-        check_release(cfg.data.mopra_dir, cfg.data.mopra_12co_glob, cfg.data.mopra_13co_glob)
+        check_release(cfg.data.mopra_dir)
 
 
 STUDY = Study(

@@ -1,4 +1,4 @@
-"""TODO."""
+"""The gas study's dataset: the synthetic sky simulated tile by tile, or a MOPRA release cut into tiles."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from darkml.gas.synthetic import TileSpec, simulate_tile
 from darkml.runs import Run
 from darkml.storage import ArraySpec, DatasetError, SampleStore
 
-from .mopra import load_survey
+from .release import load_survey, tile_summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -64,9 +64,8 @@ def _simulate_chunk(sky: dict, conversion: dict, seed: int, path: str, layout: l
 
 def _load_mopra(cfg: GasConfig, run: Run) -> SampleStore:
     xco = cfg.conversion.xco_per_ring(cfg.sky.n_rings)
-    tiles = load_survey(cfg.data.mopra_dir, xco, cfg.conversion.eta_mb, cfg.conversion.lte_tex_k,
-                        cfg.data.mopra_12co_glob, cfg.data.mopra_13co_glob, cfg.data.mopra_rms_suffix,
-                        cfg.sky.ring_edges_kpc)
+    tiles, inventory = load_survey(cfg.data.mopra_dir, xco, cfg.conversion.eta_mb, cfg.conversion.lte_tex_k,
+                                   cfg.sky.ring_edges_kpc, cfg.data.mopra_min_footprint, cfg.conversion.efficiency_order)
     if not tiles:
         raise DatasetError(f"no tiles could be cut from the cubes in {cfg.data.mopra_dir}")
     n = tiles[0]["co12"].shape[-1]
@@ -82,5 +81,6 @@ def _load_mopra(cfg: GasConfig, run: Run) -> SampleStore:
         arrays["realization"] = np.array([0], np.int32)
         store.write_chunk(i, arrays)
     run.update_metrics({"dataset": {"n_samples": len(tiles), "source": "mopra", "pixels_per_tile": n,
-                                    "l_lo_deg": [t["l_lo_deg"] for t in tiles]}})
+                                    "l_lo_deg": [t["l_lo_deg"] for t in tiles], "tiles": tile_summary(tiles),
+                                    "inventory": inventory.as_dict()}})
     return SampleStore.open(run.dataset_path)

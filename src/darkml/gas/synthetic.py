@@ -176,11 +176,16 @@ def integrate_planes(
     lte_tex_k: float,
     rms12: np.ndarray | None = None,
     rms13: np.ndarray | None = None,
+    efficiency_order: str = "before_lte",
 ) -> dict[str, np.ndarray]:
     """Ring planes from antenna-temperature cubes ``(n_chan, n_b, n_l)`` [K].
 
     12CO: ``N(H2) = X_CO W / eta_mb`` with ``W = sum_c f_kc T_c dv`` [K km/s]. 13CO: LTE depth
-    per voxel from ``T_mb = T_A*/eta_mb``, integrated over the window, ``N(H2) = 7.5e5 N(13CO)``.
+    per voxel from ``T_mb = T_A*/eta_mb``, integrated over the window, ``N(H2) = 7.5e5 N(13CO)``
+    (``efficiency_order = "before_lte"``, the physical order: the LTE formula is written for the
+    main-beam temperature). ``"after_lte"`` puts ``T_A*`` into the LTE formula and divides the
+    column by ``eta_mb`` afterwards, as the companion data-preparation code reads; it gives a
+    smaller column, by more the brighter the line (docs/gas.md, "Conversions").
     Noise planes (1 sigma) propagate per-pixel channel rms maps ``(n_b, n_l)`` [K]; the 13CO
     one is linearised at small depth. NaN voxels (blanks) contribute nothing.
     Returns planes ``(n_rings, n_b, n_l)`` in cm^-2.
@@ -195,9 +200,14 @@ def integrate_planes(
         if rms12 is not None:
             out["noise12"] = (xco / eta_mb * dv * f2[:, None, :] * rms12[None]).astype(np.float32)
     if t13 is not None:
-        tau = tau_from_brightness(np.nan_to_num(t13, nan=0.0) / eta_mb, tex_k=lte_tex_k)
+        if efficiency_order not in ("before_lte", "after_lte"):
+            raise ValueError(f"efficiency_order = {efficiency_order!r}: must be 'before_lte' or 'after_lte'")
+        before = efficiency_order == "before_lte"
+        t_in = np.nan_to_num(t13, nan=0.0) / (eta_mb if before else 1.0)
+        tau = tau_from_brightness(t_in, tex_k=lte_tex_k)
         itau = np.einsum("kcl,cbl->kbl", f, tau.astype(np.float32)) * dv
-        out["co13"] = (H2_PER_13CO * lte_column_13co(itau, tex_k=lte_tex_k)).astype(np.float32)
+        col = H2_PER_13CO * lte_column_13co(itau, tex_k=lte_tex_k) / (1.0 if before else eta_mb)
+        out["co13"] = col.astype(np.float32)
         if rms13 is not None:
             sat = LTE_T0_K * (planck_j(lte_tex_k, LTE_T0_K) - LTE_J_BG)
             dn = H2_PER_13CO * lte_column_13co(1.0, tex_k=lte_tex_k) / (eta_mb * sat)
@@ -212,12 +222,15 @@ def _soft_mask(field: np.ndarray, fill: float, edge: float) -> np.ndarray:
     return ndtr((field - thr) / edge)
 
 
-def simulate_tile(sky: Any, conversion: Any, seed: int, spec: TileSpec) -> dict[str, Any]:
+def simulate_tile(sky: Any, conversion: Any, seed: int, spec: TileSpec, return_cubes: bool = False) -> dict[str, Any]:
     """Simulate one tile of the synthetic survey: a pure function of (config, seed, spec).
 
     ``sky`` is a :class:`~darkml.gas.config.SkyCfg`, ``conversion`` a ``ConversionCfg``.
     Returns a dict of arrays (see :data:`ARRAYS_SYNTHETIC`; planes ``(n_rings, n, n)``
-    float32 in cm^-2, maps ``(n, n)``; ``glon``/``glat`` in deg) plus a ``meta`` dict.
+    float32 in cm^-2, maps ``(n, n)``; ``glon``/``glat`` in deg) plus a ``meta`` dict; with
+    ``return_cubes`` also ``cubes``: the observed antenna-temperature cubes ``t12``, ``t13``
+    ``(n_chan, n, n)`` [K], channel velocities ``v_kms`` and rms maps ``rms12``, ``rms13``
+    (what a survey release ships; used by the mock release, gas/mockrelease.py).
     """
     n = int(sky.pixels_per_tile)
     edges = np.asarray(sky.ring_edges_kpc, dtype=float)
@@ -299,9 +312,10 @@ def simulate_tile(sky: Any, conversion: Any, seed: int, spec: TileSpec) -> dict[
 
     overlap = channel_overlap(win["v_lo"], win["v_hi"], v_chan, dv)
     xco = np.asarray(conversion.xco_per_ring(n_rings))
-    planes = integrate_planes(t12, t13, overlap, dv, xco, eta, conversion.lte_tex_k, rms["12"], rms["13"])
-    truth = integrate_planes(None, t13_clean, overlap, dv, xco, eta, conversion.lte_tex_k)
-    return {
+    order = conversion.efficiency_order
+    planes = integrate_planes(t12, t13, overlap, dv, xco, eta, conversion.lte_tex_k, rms["12"], rms["13"], order)
+    truth = integrate_planes(None, t13_clean, overlap, dv, xco, eta, conversion.lte_tex_k, efficiency_order=order)
+    out = {
         "co12": planes["co12"],
         "co13": planes["co13"],
         "noise12": planes["noise12"],
@@ -324,3 +338,6 @@ def simulate_tile(sky: Any, conversion: Any, seed: int, spec: TileSpec) -> dict[
             "beta_mean": float(betas.mean()),
         },
     }
+    if return_cubes:
+        out["cubes"] = {"t12": t12, "t13": t13, "v_kms": v_chan, "rms12": rms["12"], "rms13": rms["13"]}
+    return out
