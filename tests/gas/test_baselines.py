@@ -3,8 +3,18 @@
 import numpy as np
 import pytest
 
-from darkml.gas.baselines import ConditionalMedian, RingLinear, curve_of_growth_inverse, physics_inverse
-from darkml.gas.radiative import T0_12CO_K, T0_13CO_K, brightness_temperature, gaussian_line_integral
+from darkml.gas.baselines import (
+    ConditionalMedian,
+    RingLinear,
+    curve_of_growth_inverse,
+    physics_inverse,
+)
+from darkml.gas.radiative import (
+    T0_12CO_K,
+    T0_13CO_K,
+    brightness_temperature,
+    gaussian_line_integral,
+)
 from darkml.gas.synthetic import channel_overlap, integrate_planes
 
 

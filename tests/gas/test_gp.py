@@ -7,7 +7,13 @@ import numpy as np
 import pytest
 import torch
 
-from darkml.gas.gp import LinePatchGP, MaternWhiteGP, fit_exact_gp, matern32_constant, predict_mean
+from darkml.gas.gp import (
+    LinePatchGP,
+    MaternWhiteGP,
+    fit_exact_gp,
+    matern32_constant,
+    predict_mean,
+)
 from darkml.gas.patches import PatchPlanes
 
 

@@ -6,7 +6,14 @@ import math
 import numpy as np
 import pytest
 
-from darkml.gas.metrics import heatmap, nan_to_none, plane_metrics, score_planes, summarize, trend
+from darkml.gas.metrics import (
+    heatmap,
+    nan_to_none,
+    plane_metrics,
+    score_planes,
+    summarize,
+    trend,
+)
 
 
 def test_hand_computed_plane():

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from darkml.gas.mopra import MopraError, cut_tiles, cube_planes, estimate_rms, read_cube
+from darkml.gas.mopra import MopraError, cube_planes, cut_tiles, estimate_rms, read_cube
 from darkml.gas.release import check_release, load_survey
 from darkml.gas.rings import ring_windows
 

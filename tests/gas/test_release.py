@@ -8,7 +8,14 @@ import numpy as np
 import pytest
 from astropy.io import fits
 
-from darkml.gas.mopra import MopraError, cube_planes, cut_tiles, parse_bunit, pixel_range, read_cube
+from darkml.gas.mopra import (
+    MopraError,
+    cube_planes,
+    cut_tiles,
+    parse_bunit,
+    pixel_range,
+    read_cube,
+)
 from darkml.gas.release import field_key, load_survey, scan_release
 from darkml.gas.synthetic import integrate_planes
 

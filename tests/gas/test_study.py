@@ -7,9 +7,9 @@ import pytest
 from astropy.io import fits
 from click.testing import CliRunner
 
+from darkml.cli import app
 from darkml.config import ConfigError
 from darkml.gas import study
-from darkml.cli import app
 from darkml.storage import SampleStore
 
 TINY = [
