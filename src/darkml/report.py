@@ -20,6 +20,7 @@ import html
 import io
 import json
 import logging
+import os
 import platform
 import re
 from pathlib import Path
@@ -30,7 +31,68 @@ from .runs import atomic_write_bytes, atomic_write_text, to_jsonable
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Report", "fmt_ci"]
+__all__ = ["Report", "fmt_ci", "figure_overlaps", "FigureLayoutError"]
+
+
+class FigureLayoutError(AssertionError):
+    """A report figure has panels, colour bars or legends that cover one another."""
+
+
+def figure_overlaps(fig: Any, tol_px: float = 1.0) -> list[str]:
+    """Pairs of a figure's panels, colour bars, insets and legends that cover one another.
+
+    Every visible axes (panels and colour bars alike) is a box in display pixels; an inset
+    (an axes in another's ``child_axes``) may only lie inside its parent; a legend may only
+    lie inside its own axes (or, for a figure legend, outside every axes). Overlaps of less
+    than ``tol_px`` pixels in either direction (touching edges) are ignored. Returns one line
+    per offending pair; empty when the layout is clean.
+    """
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    axes = [a for a in fig.axes if a.get_visible()]
+    parent = {id(c): a for a in axes for c in getattr(a, "child_axes", [])}
+    axes += [c for a in list(axes) for c in getattr(a, "child_axes", []) if c.get_visible() and c not in axes]
+
+    def name(a) -> str:
+        label = a.get_label() or ""
+        title = a.get_title() or a.get_ylabel() or a.get_xlabel() or label
+        is_cbar = label == "<colorbar>" or getattr(a, "_colorbar", None) is not None
+        kind = "colour bar" if is_cbar else ("inset" if id(a) in parent else "panel")
+        return f"{kind} {title!r}" if title and title != "<colorbar>" else f"{kind} #{axes.index(a)}"
+
+    def overlap(b1, b2) -> bool:
+        w = min(b1.x1, b2.x1) - max(b1.x0, b2.x0)
+        h = min(b1.y1, b2.y1) - max(b1.y0, b2.y0)
+        return w > tol_px and h > tol_px
+
+    def inside(b, outer) -> bool:
+        return b.x0 >= outer.x0 - tol_px and b.x1 <= outer.x1 + tol_px and b.y0 >= outer.y0 - tol_px and b.y1 <= outer.y1 + tol_px
+
+    boxes = [(a, a.get_window_extent(renderer)) for a in axes]
+    out = []
+    for i, (a, ba) in enumerate(boxes):
+        for b, bb in boxes[i + 1:]:
+            pa, pb = parent.get(id(a)), parent.get(id(b))
+            if pa is b or pb is a:
+                child, box, outer = (a, ba, bb) if pa is b else (b, bb, ba)
+                if not inside(box, outer):
+                    out.append(f"{name(child)} sticks out of its parent {name(parent[id(child)])}")
+                continue
+            if overlap(ba, bb):
+                out.append(f"{name(a)} overlaps {name(b)}")
+    legends = [(a, a.get_legend()) for a in axes if a.get_legend() is not None]
+    legends += [(None, lg) for lg in getattr(fig, "legends", [])]
+    for owner, lg in legends:
+        if not lg.get_visible():
+            continue
+        bl = lg.get_window_extent(renderer)
+        for a, ba in boxes:
+            if a is owner or (owner is not None and parent.get(id(a)) is owner):
+                continue
+            if overlap(bl, ba):
+                where = f"legend of {name(owner)}" if owner is not None else "figure legend"
+                out.append(f"{where} covers {name(a)}")
+    return out
 
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:2rem auto;max-width:1100px;color:#222;line-height:1.45;padding:0 1rem}
@@ -95,6 +157,12 @@ class Report:
         elif isinstance(fig, (str, Path)):
             png = Path(fig).read_bytes()
         else:
+            bad = figure_overlaps(fig)
+            if bad:
+                msg = f"figure {name or caption[:40]!r}: " + "; ".join(bad)
+                if os.environ.get("DARKML_STRICT_FIGURES"):
+                    raise FigureLayoutError(msg)
+                log.warning("%s", msg)
             buf = io.BytesIO()
             fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
             png = buf.getvalue()

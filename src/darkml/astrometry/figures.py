@@ -32,11 +32,14 @@ SCENARIO_STYLE = {  # Fig. 6: red for sigma_u = 1, blue for 0.1; width grows wit
 }
 
 
-def _moll_row(fig, maps: list[np.ndarray], titles: list[str], row: int, nrows: int, unit: str, symmetric: bool = True) -> None:
+def _moll_row(fig, maps: list[np.ndarray], titles: list[str], row: int, nrows: int, unit: str, symmetric: bool = True,
+              ncols: int | None = None) -> None:
+    """Mollweide panels in row ``row`` of an ``nrows`` x ``ncols`` grid (default: one column per map)."""
+    ncols = ncols or len(maps)
     for k, (m, title) in enumerate(zip(maps, titles)):
         lim = np.nanpercentile(np.abs(m), 99.5) or 1.0
         kw = dict(min=-lim, max=lim, cmap="RdBu_r") if symmetric else dict(min=0, max=lim, cmap="viridis")
-        hp.mollview(m, fig=fig.number, sub=(nrows, len(maps), row * len(maps) + k + 1), title=title, unit=unit,
+        hp.mollview(m, fig=fig.number, sub=(nrows, ncols, row * ncols + k + 1), title=title, unit=unit,
                     cbar=True, notext=True, hold=False, **kw)
 
 
@@ -44,7 +47,7 @@ def fig_signal(cfg: AstrometryConfig, signal: np.ndarray) -> Any:
     """Fig. 3 (velocity row): noiseless µ_l, µ_b and |µ| in nas/yr."""
     fig = plt.figure(figsize=(13, 3.4))
     mu = signal * 1e3  # µas/yr -> nas/yr
-    _moll_row(fig, [mu[0], mu[1]], ["µ_l", "µ_b"], 0, 1, "nas/yr")
+    _moll_row(fig, [mu[0], mu[1]], ["µ_l", "µ_b"], 0, 1, "nas/yr", ncols=3)
     amp = np.hypot(mu[0], mu[1])
     hp.mollview(np.log10(np.maximum(amp, 1e-6)), fig=fig.number, sub=(1, 3, 3), title="log10 |µ| [nas/yr]",
                 cmap="magma", notext=True, hold=False)
