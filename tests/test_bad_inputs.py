@@ -91,8 +91,8 @@ def test_user_mistake_is_one_line_exit_2_and_touches_nothing(tmp_path, command, 
     (tmp_path / "mopra").mkdir()
     for iso in ("12CO", "13CO"):
         (tmp_path / "mopra" / f"G300-{iso}.fits").write_bytes(b"SIMPLE  = nonsense")
-    from astropy.io import fits
     import numpy as np
+    from astropy.io import fits
 
     (tmp_path / "cut").mkdir()
     for iso in ("12CO", "13CO"):

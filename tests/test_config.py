@@ -1,7 +1,13 @@
 import pytest
 from pydantic import Field, model_validator
 
-from darkml.config import ConfigError, Section, StudyConfig, apply_overrides, load_config
+from darkml.config import (
+    ConfigError,
+    Section,
+    StudyConfig,
+    apply_overrides,
+    load_config,
+)
 
 
 class Train(Section):

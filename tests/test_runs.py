@@ -58,9 +58,8 @@ def test_machine_info_is_json_ready(tmp_path):
 def test_a_run_resumes_with_corrected_execution_settings(tmp_path):
     """A stage that failed on an execution setting (a device, a worker count) resumes with the
     corrected value; a change of what the run computes is still refused."""
-    from pydantic import BaseModel
-
     import pytest
+    from pydantic import BaseModel
 
     from darkml.runs import Run, RunError
 

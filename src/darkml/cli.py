@@ -206,7 +206,7 @@ def _stage_command(study, stage) -> click.Command:
     return click.Command(stage.name, params=params, callback=_user_errors(study, callback), help=stage.help)
 
 
-def _run_command(study) -> click.Command:
+def _run_command(study, name: str = "run", default_preset: str | None = None, help: str | None = None) -> click.Command:
     uses = [name for name in _EXEC_PARAMS if any(name in s.uses for s in study.stages)]
     params = _common_params(study, with_shortcuts=True) + [_EXEC_PARAMS[n]() for n in uses]
     params += [_repair_option(),
@@ -216,6 +216,8 @@ def _run_command(study) -> click.Command:
 
     def callback(preset=None, sets=(), run_dir=None, verbose=False, dry_run=False, repair=False, **rest):
         shortcuts = {s.dest: rest.pop(s.dest, None) for s in study.shortcuts}
+        if preset is None and default_preset and not (run_dir is not None and Run(run_dir).config_path.is_file()):
+            preset = default_preset
         cfg = _config_for(study, preset, sets, run_dir, shortcuts)
         if dry_run:
             check_before_work(study, cfg, rest)
@@ -225,8 +227,8 @@ def _run_command(study) -> click.Command:
         run, _ = execute(study, cfg, run_dir, None, repair=repair, **rest)
         click.echo(f"report: {run.report_path}" if run.report_path.is_file() else f"run: {run.path}")
 
-    return click.Command("run", params=params, callback=_user_errors(study, callback),
-                         help=f"All stages ({' -> '.join(s.name for s in study.stages)}); finished stages are skipped.")
+    return click.Command(name, params=params, callback=_user_errors(study, callback),
+                         help=help or f"All stages ({' -> '.join(s.name for s in study.stages)}); finished stages are skipped.")
 
 
 def _dry_run(study, cfg, run_dir) -> str:
@@ -269,6 +271,8 @@ def study_group(study, name: str | None = None, help: str | None = None) -> clic
     for stage in study.stages:
         group.add_command(_stage_command(study, stage))
     group.add_command(_run_command(study))
+    for cmd, (preset, text) in study.preset_commands.items():
+        group.add_command(_run_command(study, cmd, preset, f"{text} (= `run --preset {preset}`; every run option applies)"))
     group.add_command(_config_command(study))
     return group
 

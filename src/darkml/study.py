@@ -108,6 +108,9 @@ class Study:
     #: ``cfg -> None``: checks of the inputs a config names (files, headers, columns) that can be
     #: made without doing the work; run before the run directory is created or touched
     preflight: Callable[[Any], None] | None = None
+    #: extra commands that are ``run`` with another default preset: name -> (preset, help),
+    #: e.g. ``darkml astrometry frontier`` = ``darkml astrometry run --preset frontier``
+    preset_commands: Mapping[str, tuple[str, str]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         names = [s.name for s in self.stages]
@@ -115,6 +118,9 @@ class Study:
             raise ValueError(f"study {self.name}: stage names must be unique and non-empty, got {names}")
         if set(names) & {"run", "config"}:
             raise ValueError(f"study {self.name}: 'run' and 'config' are reserved command names")
+        clash = set(self.preset_commands) & (set(names) | {"run", "config"})
+        if clash:
+            raise ValueError(f"study {self.name}: preset command {sorted(clash)[0]!r} clashes with a stage or built-in command")
 
     # ---- presets and config -------------------------------------------------------------
     def preset_names(self) -> list[str]:

@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from darkml.equivariant.models import DESCRIPTIONS, EQUIVARIANT, MODELS, build_model, count_parameters
+from darkml.equivariant.models import (
+    DESCRIPTIONS,
+    EQUIVARIANT,
+    MODELS,
+    build_model,
+    count_parameters,
+)
 
 SMALL = {name: {"width": 0.125} for name in ("cnn", "c8", "d8", "hnet", "etn")}
 PAPER_MODELS = ("resnet50", "c8", "hnet", "etn")

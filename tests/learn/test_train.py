@@ -3,7 +3,16 @@ import pytest
 import torch
 from torch import nn
 
-from darkml.learn import ArrayDataset, ClassifierModule, RegressorModule, fit, load_best, make_loader, predict, split_indices
+from darkml.learn import (
+    ArrayDataset,
+    ClassifierModule,
+    RegressorModule,
+    fit,
+    load_best,
+    make_loader,
+    predict,
+    split_indices,
+)
 
 
 def _data(n=256, seed=0):

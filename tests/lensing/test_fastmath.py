@@ -4,8 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from darkml.lensing import fastmath
-from darkml.lensing import fast
+from darkml.lensing import fast, fastmath
 from darkml.lensing.params import pixel_grid
 
 RNG = np.random.default_rng(2024)

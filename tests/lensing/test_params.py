@@ -8,7 +8,7 @@ from scipy import integrate, stats
 
 from darkml.config import ConfigError, validate
 from darkml.lensing import params as P
-from darkml.lensing.params import LensingSimConfig, Records, RecordError, draw_records
+from darkml.lensing.params import LensingSimConfig, RecordError, Records, draw_records
 
 
 def cfg(**over):

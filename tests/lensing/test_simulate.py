@@ -5,7 +5,14 @@ import pytest
 
 from darkml.config import validate
 from darkml.lensing import simulate as S
-from darkml.lensing.params import SCALAR_FIELDS, LensingSimConfig, RecordError, class_labels, draw_records, noise_sigmas
+from darkml.lensing.params import (
+    SCALAR_FIELDS,
+    LensingSimConfig,
+    RecordError,
+    class_labels,
+    draw_records,
+    noise_sigmas,
+)
 
 
 def small_cfg(**image):

@@ -4,7 +4,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from darkml.phasespace.catalogue import CatalogueError, from_columns, load_catalogue, read_table
+from darkml.phasespace.catalogue import (
+    CatalogueError,
+    from_columns,
+    load_catalogue,
+    read_table,
+)
 from darkml.phasespace.mocks import OBSERVER_KPC, uniform_ball
 
 

@@ -6,8 +6,19 @@ import numpy as np
 import pytest
 import torch
 
-from darkml.phasespace.flows import (BallPreprocess, PhaseSpaceFlow, SupportError, TrainSettings, check_support,
-                                     count_parameters, flow_spec, load_member, log_f_and_grads, member_split, train_member)
+from darkml.phasespace.flows import (
+    BallPreprocess,
+    PhaseSpaceFlow,
+    SupportError,
+    TrainSettings,
+    check_support,
+    count_parameters,
+    flow_spec,
+    load_member,
+    log_f_and_grads,
+    member_split,
+    train_member,
+)
 from darkml.phasespace.mocks import OBSERVER_KPC, uniform_ball
 
 

@@ -7,10 +7,16 @@ import pytest
 import torch
 from scipy import integrate
 
-from darkml.physics import constants as const
-from darkml.phasespace.gauss import (Kernel, density_divergence, density_fast, density_paper, gauss_rule,
-                                      smoothed_density)
+from darkml.phasespace.gauss import (
+    Kernel,
+    density_divergence,
+    density_fast,
+    density_paper,
+    gauss_rule,
+    smoothed_density,
+)
 from darkml.phasespace.mocks import OBSERVER_KPC
+from darkml.physics import constants as const
 
 
 def test_gauss_rule_is_exact_for_polynomials():

@@ -7,12 +7,23 @@ import pytest
 import torch
 from scipy import integrate, stats
 
+from darkml.phasespace.mocks import (
+    OBSERVER_KPC,
+    SUPPORT_RADIUS_KPC,
+    smear,
+    uniform_ball,
+)
 from darkml.physics import constants as const
-from darkml.phasespace.mocks import OBSERVER_KPC, SUPPORT_RADIUS_KPC, smear, uniform_ball
 
 
 def test_mw2014_matches_galpy(mw):
-    from galpy.potential import MWPotential2014, evaluateDensities, evaluatePotentials, evaluateRforces, evaluatezforces
+    from galpy.potential import (
+        MWPotential2014,
+        evaluateDensities,
+        evaluatePotentials,
+        evaluateRforces,
+        evaluatezforces,
+    )
     from galpy.util import conversion
 
     rng = np.random.default_rng(1)

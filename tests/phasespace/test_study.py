@@ -6,8 +6,8 @@ import pytest
 from click.testing import CliRunner
 
 from darkml.config import ConfigError
-from darkml.phasespace.flows import SupportError
 from darkml.phasespace import study
+from darkml.phasespace.flows import SupportError
 from darkml.runs import Run, RunError
 
 TINY = [

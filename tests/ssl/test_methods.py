@@ -12,7 +12,14 @@ from darkml.learn import views as ssl
 from darkml.learn.dihedral import rotate_d4
 from darkml.learn.ssl import METHODS, build_method
 from darkml.learn.ssl.module import embedding_std
-from darkml.learn.views import ViewAugment, add_noise, blur_psf, local_crops, rotate, shift
+from darkml.learn.views import (
+    ViewAugment,
+    add_noise,
+    blur_psf,
+    local_crops,
+    rotate,
+    shift,
+)
 from darkml.ssl.data import toy_images
 from darkml.ssl.encoders import FineTuneModel, build_encoder
 
@@ -201,7 +208,13 @@ def test_paper_encoders_configuration():
 
 
 def test_finetune_heads_classification_and_regression():
-    from darkml.learn import ArrayDataset, ClassifierModule, RegressorModule, make_loader, predict
+    from darkml.learn import (
+        ArrayDataset,
+        ClassifierModule,
+        RegressorModule,
+        make_loader,
+        predict,
+    )
 
     x = torch.randn(5, 1, 32, 32, generator=_gen())
     enc = build_encoder("resnet-tiny", image_size=32, seed=0)

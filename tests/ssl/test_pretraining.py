@@ -9,11 +9,11 @@ import pytest
 
 from darkml.config import ConfigError, validate
 from darkml.learn import ssl as pretrain
+from darkml.runs import RunError
 from darkml.ssl.config import PAPER_TABLES, SSLConfig
 from darkml.ssl.data import label_subset, toy_images
 from darkml.ssl.figures import summarise
 from darkml.ssl.study import load, run_ssl
-from darkml.runs import RunError
 
 
 def test_presets_load_and_state_their_encoders():

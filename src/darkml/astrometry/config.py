@@ -123,6 +123,8 @@ class TrainCfg(Section):
         default_factory=list, description="architectures also trained on compare_scenario (Fig. 5)"
     )
     compare_scenario: str = "C"
+    width: int = Field(64, ge=4, le=64, description="ResNet-18 stage widths (w, 2w, 4w, 8w); 64 is the paper's network, "
+                                                   "smaller widths keep the family for CPU-sized runs")
     lr: float = Field(1e-3, gt=0, le=1.0, description="initial Adam learning rate (paper: 1e-1; see docs)")
     model_lr: dict[Literal["resnet18", "vgg11", "alexnet"], Annotated[float, Field(gt=0, le=1.0)]] = Field(
         default_factory=dict, description="per-architecture initial rate overriding lr (e.g. {vgg11: 1e-3})"
@@ -138,6 +140,16 @@ class TrainCfg(Section):
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     num_workers: int = Field(0, ge=0)
     augment_flips: bool = Field(True, description="random l -> -l / b -> -b mirror flips (with the vector sign flip)")
+    train_sizes: list[int] = Field(default_factory=list, description="learning curve: also train on the first n training "
+                                   "maps per class for each n (same network and epoch budget); [] = off")
+    curve_scenarios: list[str] = Field(default_factory=lambda: ["C", "E"], description="scenarios of the learning curve")
+
+    @field_validator("train_sizes")
+    @classmethod
+    def _sizes(cls, v: list[int]) -> list[int]:
+        if any(n < 2 for n in v):
+            raise ValueError(f"every size must be >= 2 maps per class, got {v}")
+        return sorted(set(v))
 
 
 class EvalCfg(Section):
@@ -148,6 +160,9 @@ class EvalCfg(Section):
     ig_steps: int = Field(32, ge=4)
     smoothing_px: float = Field(3.0, ge=0, description="Gaussian sigma for the positive-attribution map [px]")
     n_lenses: int = Field(5, ge=1, description="strongest lenses used by the localisation score")
+    frontier: bool = Field(False, description="test the paper's claims on the run's scenarios (darkml astrometry frontier)")
+    extrapolate_to: int = Field(25_000, ge=1, description="learning curve extrapolated to this many training maps per class "
+                                                          "(paper: 25,000)")
 
 
 class AstrometryConfig(StudyConfig):
@@ -165,4 +180,19 @@ class AstrometryConfig(StudyConfig):
                              ("evaluate.attribution_scenario", self.evaluate.attribution_scenario)):
             if value not in known:
                 raise ValueError(f"{field}: unknown scenario {value!r} (allowed: {', '.join(sorted(known))})")
+        npix = 12 * self.sky.nside**2
+        for name in self.data.scenarios:
+            s = self.data.survey(name)
+            if s.n_q < npix:
+                where = f"data.custom_scenarios.{name}.n_q" if name in self.data.custom_scenarios else f"scenario {name}"
+                raise ValueError(f"{where} = {s.n_q:g}: fewer quasars than the {npix} pixels of nside {self.sky.nside} "
+                                 "(pixels without quasars); need n_q >= 12 nside^2")
+        if self.train.train_sizes:
+            big = [n for n in self.train.train_sizes if n > self.data.n_train]
+            if big:
+                raise ValueError(f"train.train_sizes = {self.train.train_sizes}: {big[0]} exceeds data.n_train = "
+                                 f"{self.data.n_train} (sizes are subsets of the training maps)")
+            bad = [s for s in self.train.curve_scenarios if s not in self.data.scenarios]
+            if bad:
+                raise ValueError(f"train.curve_scenarios: {bad[0]!r} is not among data.scenarios {self.data.scenarios}")
         return self

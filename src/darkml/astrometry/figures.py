@@ -66,21 +66,100 @@ def fig_noisy(cfg: AstrometryConfig, signal: np.ndarray, scenario: str) -> Any:
     return fig
 
 
-def fig_roc(ev: dict[str, Any], model: str, scenarios: list[str]) -> Any:
-    """Fig. 6: ROC per scenario (solid: CNN, dotted: χ² baseline)."""
-    fig, ax = plt.subplots(figsize=(5.6, 5.2))
+def survey_style(n_q: float, sigma_u: float) -> tuple[Any, float]:
+    """Fig. 6's convention: colour by σ_u (red 1 µas/yr, blue 0.1, in between on a log scale), width by N_q."""
+    from matplotlib.colors import to_rgb
+
+    t = float(np.clip((np.log10(sigma_u) + 1.0) / 1.0, 0.0, 1.0))      # 0 at 0.1, 1 at 1 µas/yr
+    red, blue = np.array(to_rgb("tab:red")), np.array(to_rgb("tab:blue"))
+    return tuple(t * red + (1 - t) * blue), 1.2 + 1.2 * max(np.log10(n_q / 1e8), 0.0)
+
+
+def fig_roc(ev: dict[str, Any], model: str, scenarios: list[str], surveys: dict[str, Any] | None = None) -> Any:
+    """Fig. 6: ROC per scenario, the CNN beside the χ² baseline; AUC with its interval in the legends."""
+    fig, axes = plt.subplots(1, 2, figsize=(11.5, 5.4), layout="constrained")
     for s in scenarios:
         if s not in ev["roc"] or model not in ev["roc"][s]:
             continue
-        color, lw = SCENARIO_STYLE.get(s, ("tab:gray", 1.5))
+        sv = (surveys or {}).get(s)
+        color, lw = survey_style(sv.n_q, sv.sigma_u) if sv is not None else SCENARIO_STYLE.get(s, ("tab:gray", 1.5))
         r = ev["roc"][s][model]
-        a = ev["auc"][s][model]["value"]
-        ax.plot(r["fpr"], r["tpr"], color=color, lw=lw, label=f"{s}: AUC {a:.3f}")
+        axes[0].plot(r["fpr"], r["tpr"], color=color, lw=lw, label=f"{s}: {fmt_ci(ev['auc'][s][model])}")
         b = ev["baseline"][s]
-        ax.plot(b["roc"]["fpr"], b["roc"]["tpr"], color=color, lw=1, ls=":", alpha=0.8)
-    ax.plot([0, 1], [0, 1], "k--", lw=1)
-    ax.set(xlabel="false positive rate", ylabel="true positive rate", title=f"{model}: ROC per scenario (dotted: χ² baseline)")
-    ax.legend(loc="lower right", fontsize=9)
+        axes[1].plot(b["roc"]["fpr"], b["roc"]["tpr"], color=color, lw=lw, label=f"{s}: {fmt_ci(b['auc'])}")
+    for ax, title in zip(axes, (f"{model} (CNN)", "χ² excess-power baseline")):
+        ax.plot([0, 1], [0, 1], "k--", lw=1)
+        ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title, xlim=(0, 1), ylim=(0, 1.01))
+        ax.legend(loc="lower right", fontsize=8.5, title="AUC [68% CI]", title_fontsize=8.5)
+    return fig
+
+
+def fig_snr(ev: dict[str, Any], scenarios: list[str], surveys: dict[str, Any]) -> Any | None:
+    """Distribution of the oracle SNR of the test signal maps per scenario (the physical ceiling)."""
+    ce = ev.get("ceiling", {})
+    if not ce:
+        return None
+    fig, ax = plt.subplots(figsize=(7.5, 4.2), layout="constrained")
+    for s in scenarios:
+        if s not in ce:
+            continue
+        color, lw = survey_style(surveys[s].n_q, surveys[s].sigma_u)
+        v = np.asarray(ce[s]["snr"]["values"], float)
+        ax.hist(v, bins=np.geomspace(max(v.min(), 1e-2), v.max() * 1.01, 30), histtype="step", color=color, lw=lw,
+                label=f"{s}: oracle AUC {fmt_ci(ce[s]['oracle_auc'])}")
+    ax.set(xscale="log", xlabel="oracle SNR = sqrt(Σ|µ|²)/σ_pix", ylabel="test maps")
+    ax.legend(fontsize=8.5, loc="upper right")
+    return fig
+
+
+def fig_learning_curve(lc: dict[str, Any], surveys: dict[str, Any]) -> Any:
+    """Test AUC against training maps per class, with the χ² baseline, the oracle and the extrapolation."""
+    fig, ax = plt.subplots(figsize=(7.8, 4.8), layout="constrained")
+    for s, r in lc.items():
+        color, lw = survey_style(surveys[s].n_q, surveys[s].sigma_u)
+        n = np.asarray(r["sizes"], float)
+        v = np.array([a["value"] for a in r["auc"]])
+        err = np.array([[a["value"] - a["lo"], a["hi"] - a["value"]] for a in r["auc"]]).T
+        ax.errorbar(n, v, yerr=err, color=color, lw=lw, marker="o", capsize=3, label=f"{s}: CNN")
+        ax.axhline(r["oracle_auc"], color=color, ls="--", lw=1, label=f"{s}: oracle ceiling {r['oracle_auc']:.3f}")
+        ax.axhline(r["chi2_auc"]["value"], color=color, ls=":", lw=1, label=f"{s}: χ² baseline")
+        ex = r["extrapolation"]
+        if ex.get("auc") is not None:
+            t = ex["target_n_per_class"]
+            ax.errorbar([t], [ex["auc"]], yerr=[[ex["auc"] - ex["lo"]], [ex["hi"] - ex["auc"]]], color=color, marker="s",
+                        mfc="white", capsize=3, ls="none", label=f"{s}: extrapolated to {t:,}: {ex['auc']:.3f}")
+    ax.axvline(25_000, color="0.6", lw=0.8)
+    ax.plot([25_000], [0.723], marker="*", ms=13, color="k", ls="none", label="paper, C: 0.723")
+    ax.set(xscale="log", xlabel="training maps per class", ylabel="test AUC", ylim=(0.45, 1.01))
+    ax.legend(fontsize=7.5, loc="center left", bbox_to_anchor=(1.01, 0.5))
+    return fig
+
+
+def fig_frontier(ev: dict[str, Any], model: str, surveys: dict[str, Any], nside: int) -> Any:
+    """AUC against per-pixel noise for every survey of the grid: CNN, χ² baseline and oracle."""
+    fig, ax = plt.subplots(figsize=(8.6, 5.0), layout="constrained")
+    marks = {1e8: "o", 4e8: "D", 1e9: "s", 3e9: "^"}
+    for s, sv in surveys.items():
+        if s not in ev["auc"]:
+            continue
+        x = maps.per_pixel_noise(sv.n_q, sv.sigma_u, nside)
+        color, _ = survey_style(sv.n_q, sv.sigma_u)
+        a = ev["auc"][s][model]
+        ax.errorbar([x], [a["value"]], yerr=[[a["value"] - a["lo"]], [a["hi"] - a["value"]]], marker=marks.get(sv.n_q, "o"),
+                    color=color, capsize=3, ls="none", ms=7)
+        b = ev["baseline"][s]["auc"]
+        ax.plot([x], [b["value"]], marker=marks.get(sv.n_q, "o"), mfc="none", color=color, ls="none", ms=7)
+        ax.plot([x], [ev["ceiling"][s]["oracle_auc"]["value"]], marker="_", color="k", ms=14, ls="none")
+        ax.annotate(s, (x, a["value"]), textcoords="offset points", xytext=(6, -3), fontsize=8)
+    from matplotlib.lines import Line2D
+
+    handles = [Line2D([], [], marker=m, color="0.3", ls="none", label=f"N_q = {q:.0e}") for q, m in marks.items()]
+    handles += [Line2D([], [], marker="o", color="0.3", ls="none", label="filled: CNN (68% CI)"),
+                Line2D([], [], marker="o", mfc="none", color="0.3", ls="none", label="open: χ² baseline"),
+                Line2D([], [], marker="_", color="k", ms=14, ls="none", label="oracle ceiling")]
+    ax.axvline(maps.per_pixel_noise(1e9, 1.0, nside), color="tab:red", lw=0.6, ls=":")
+    ax.set(xscale="log", xlabel="per-pixel noise σ_u / sqrt(N_q / N_pix) [µas/yr]", ylabel="test AUC", ylim=(0.45, 1.02))
+    ax.legend(handles=handles, fontsize=8, loc="lower left")
     return fig
 
 
@@ -156,13 +235,54 @@ def build_report(cfg: AstrometryConfig, run: Run) -> Path:
         sv = cfg.data.survey(s)
         auc = ev.get("auc", {}).get(s, {}).get(model)
         base = ev.get("baseline", {}).get(s, {}).get("auc")
+        ce = ev.get("ceiling", {}).get(s, {})
         rows.append({"scenario": s, "N_q": f"{sv.n_q:.0e}", "σ_u [µas/yr]": f"{sv.sigma_u:g}",
                      "per-pixel noise [µas/yr]": f"{sv.sigma_u / np.sqrt(sv.n_q / (12 * cfg.sky.nside**2)):.2e}",
-                     f"{model} AUC [{int(cfg.evaluate.ci_level * 100)}% CI]": auc or "–", "χ² baseline AUC": base or "–"})
-    rep.add_table(rows, "Held-out test set; intervals from bootstrap resampling of the test maps")
+                     f"{model} AUC [{int(cfg.evaluate.ci_level * 100)}% CI]": auc or "–", "χ² baseline AUC": base or "–",
+                     "median oracle SNR": f"{ce['snr']['median']:.2f}" if ce else "–",
+                     "oracle AUC (ceiling)": ce.get("oracle_auc", "–")})
+    rep.add_table(rows, "Held-out test set; intervals from bootstrap resampling of the test maps. Oracle: the "
+                        "known-template test, the best any method can do on these maps (docs/astrometry.md)")
+    surveys = {s: cfg.data.survey(s) for s in cfg.data.scenarios}
     if ev.get("roc"):
-        rep.add_figure(fig_roc(ev, model, cfg.data.scenarios), "ROC curves per scenario (like Fig. 6); dotted: χ² excess-power baseline",
-                       name="roc", figures_dir=run.figures)
+        rep.add_figure(fig_roc(ev, model, cfg.data.scenarios, surveys),
+                       "ROC curves per scenario (like Fig. 6): red σ_u = 1, blue σ_u = 0.1 µas/yr, line width grows with "
+                       "N_q; the CNN (left) beside the χ² excess-power baseline (right)", name="roc", figures_dir=run.figures)
+    f = fig_snr(ev, cfg.data.scenarios, surveys)
+    if f is not None:
+        rep.add_figure(f, "Physical ceiling: oracle signal-to-noise of the test signal maps per scenario, and the AUC of the "
+                          "known-template test it implies", name="ceiling", figures_dir=run.figures)
+    if ev.get("frontier"):
+        rep.add_heading("Sensitivity frontier and the paper's claims")
+        rep.add_figure(fig_frontier(ev, model, surveys, cfg.sky.nside), "AUC against per-pixel noise for every survey of "
+                       "the grid (colour: σ_u, marker: N_q); dotted line: scenario C's noise", name="frontier",
+                       figures_dir=run.figures)
+        fr = ev["frontier"]
+        c1 = fr["claim1_per_pixel_noise_only"]
+        rep.add_table([{"pair": f"{r['a']} vs {r['b']}", "per-pixel noise": f"{r['per_pixel_noise']:.2e}",
+                        "Δ AUC CNN [68% CI]": r["cnn"], "Δ AUC χ² [68% CI]": r["chi2"],
+                        "consistent with 0": "yes" if r["cnn_consistent"] and r["chi2_consistent"] else "no"}
+                       for r in c1["pairs"]], f"Claim 1 (AUC depends on the survey only through σ_u/√n_q): "
+                                              f"{'holds' if c1['holds'] else 'fails'}; {c1['test']}")
+        c2 = fr["claim2_ska20_auc_0p8"]
+        if c2.get("cnn_auc"):
+            rep.add_text(f"<p><b>Claim 2</b> (σ_u = 0.5 µas/yr, N_q = 1e8 gives AUC ≳ 0.8): CNN {fmt_ci(c2['cnn_auc'])}, "
+                         f"χ² {fmt_ci(c2['chi2_auc'])}, oracle ceiling {fmt_ci(c2['oracle_auc'])}; scenario C (lower "
+                         f"per-pixel noise) CNN {fmt_ci(c2.get('scenario_C_cnn_auc'))}. "
+                         f"{'Holds' if c2['holds'] else 'Does not hold'} at this budget.</p>")
+    if ev.get("learning_curve"):
+        rep.add_heading("Learning curve")
+        rep.add_figure(fig_learning_curve(ev["learning_curve"], surveys), "Test AUC against training maps per class (same "
+                       "network and epochs), the χ² baseline and the oracle ceiling; open squares: extrapolation to the "
+                       "paper's 25,000 maps per class", name="learning-curve", figures_dir=run.figures)
+        rep.add_table([{"scenario": s, "maps per class": n, "CNN AUC [68% CI]": a} for s, r in ev["learning_curve"].items()
+                       for n, a in zip(r["sizes"], r["auc"])], "Learning curve")
+        rep.add_table([{"scenario": s, "model": r["extrapolation"]["model"],
+                        "extrapolated AUC [68% CI]": {"value": r["extrapolation"]["auc"], "lo": r["extrapolation"]["lo"],
+                                                      "hi": r["extrapolation"]["hi"]}
+                        if r["extrapolation"].get("auc") is not None else r["extrapolation"].get("reason"),
+                        "oracle ceiling": r["oracle_auc"]}
+                       for s, r in ev["learning_curve"].items()], "Extrapolation to 25,000 maps per class")
     cs = cfg.train.compare_scenario
     if len(ev.get("roc", {}).get(cs, {})) > 1:
         rep.add_figure(fig_models(ev, cs), f"Architectures on scenario {cs} (like Fig. 5)", name="architectures", figures_dir=run.figures)
@@ -194,9 +314,13 @@ def build_report(cfg: AstrometryConfig, run: Run) -> Path:
     if att:
         rep.add_heading("Localisation with integrated gradients")
         rep.add_text(
-            f"<p>Scenario {att['scenario']}: mean localisation score {fmt_ci(att['mean_score'])} "
-            "(positive attribution per unit area inside r_s-scaled discs around the strongest lenses, divided by the same "
-            "for random discs; 1 = no localisation). See docs/astrometry.md.</p>")
+            f"<p>Scenario {att['scenario']}, {att.get('n_maps', len(att.get('maps', [])))} test signal maps: localisation "
+            "score = positive attribution per unit area inside r_s-scaled discs around the strongest lenses, divided by the "
+            "same for random discs (1 = no localisation). See docs/astrometry.md.</p>")
+        if att.get("methods"):
+            rep.add_table([{"attribution": k, "mean score [68% CI]": v["score"], "maps with p < 0.05": v["fraction_p_below_0.05"]}
+                           for k, v in att["methods"].items()],
+                          "Localisation of integrated gradients against two references on the same maps")
         f = fig_attribution(cfg, run, att)
         if f is not None:
             rep.add_figure(f, "Positive integrated-gradient attributions smoothed with a Gaussian (like Fig. 7)", name="attribution",
@@ -206,4 +330,5 @@ def build_report(cfg: AstrometryConfig, run: Run) -> Path:
     return rep.write(run.report_path)
 
 
-__all__ = ["build_report", "fig_signal", "fig_noisy", "fig_roc", "fig_models", "fig_attribution", "SCENARIOS"]
+__all__ = ["build_report", "fig_signal", "fig_noisy", "fig_roc", "fig_snr", "fig_models", "fig_attribution", "survey_style",
+           "SCENARIOS"]

@@ -68,12 +68,17 @@ def alexnet(in_channels: int = 2, num_outputs: int = 2) -> nn.Module:
 MODELS: tuple[str, ...] = ("resnet18", "vgg11", "alexnet")
 
 
-def build_model(name: str, in_channels: int = 2, num_outputs: int = 2) -> nn.Module:
-    """A freshly initialised study model (the caller seeds torch for reproducibility)."""
+def build_model(name: str, in_channels: int = 2, num_outputs: int = 2, width: int = 64) -> nn.Module:
+    """A freshly initialised study model (the caller seeds torch for reproducibility); ``width``
+    scales ResNet-18's stages (64: the paper's network; e.g. 16 for CPU-sized runs)."""
     if name not in MODELS:
         raise ValueError(f"model = {name!r}: unknown architecture (allowed: {', '.join(sorted(MODELS))})")
     if in_channels < 1 or num_outputs < 2:
         raise ValueError(f"in_channels = {in_channels}, num_outputs = {num_outputs}: need in_channels >= 1 and num_outputs >= 2")
+    if name == "resnet18":
+        return create_model(name, in_channels=in_channels, num_outputs=num_outputs, width=width)
+    if width != 64:
+        raise ValueError(f"train.width = {width}: only resnet18 has a width option (model = {name!r})")
     return create_model(name, in_channels=in_channels, num_outputs=num_outputs)
 
 

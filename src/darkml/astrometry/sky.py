@@ -53,7 +53,17 @@ import torch
 from ..learn.devices import resolve_device as _resolve_device
 from . import lensing
 from .config import SCENARIOS
-from .discs import _dense_runs, _Grid, _grid, check_nside, disc_pairs, disc_runs, disc_slots, expand_runs, pixel_basis  # noqa: F401
+from .discs import (  # noqa: F401
+    _dense_runs,
+    _Grid,
+    _grid,
+    check_nside,
+    disc_pairs,
+    disc_runs,
+    disc_slots,
+    expand_runs,
+    pixel_basis,
+)
 
 log = logging.getLogger(__name__)
 
@@ -69,12 +79,6 @@ __all__ = [
     "disc_slots",
     "disc_runs",
     "expand_runs",
-    "add_noise",
-    "per_pixel_noise",
-    "projection_index",
-    "project",
-    "image_lonlat",
-    "lonlat_to_image_pixel",
     "check_nside",
 ]
 

@@ -25,7 +25,7 @@ from ..config import load_config
 from ..learn import ArrayDataset, ClassifierModule, fit, load_best, make_loader, predict
 from ..runs import Run
 from ..study import Stage, Study, execute
-from . import attribution, baseline, figures, maps
+from . import attribution, baseline, ceiling, figures, frontier, maps
 from . import simulate as sim
 from .config import AstrometryConfig
 from .models import build_model
@@ -80,7 +80,8 @@ def _flip_transform(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
 def _module(cfg: AstrometryConfig, model_name: str) -> ClassifierModule:
     t = cfg.train
     lr = t.model_lr.get(model_name, t.lr)
-    return ClassifierModule(build_model(model_name, in_channels=2, num_outputs=2), num_classes=2, lr=lr,
+    width = t.width if model_name == "resnet18" else 64
+    return ClassifierModule(build_model(model_name, in_channels=2, num_outputs=2, width=width), num_classes=2, lr=lr,
                             weight_decay=t.weight_decay, plateau_patience=t.plateau_patience, plateau_factor=t.plateau_factor)
 
 
@@ -92,8 +93,21 @@ def _jobs(cfg: AstrometryConfig) -> list[tuple[str, str]]:
     return jobs
 
 
-def _tag(scenario: str, model: str) -> str:
-    return f"{scenario}-{model}"
+def _curve_jobs(cfg: AstrometryConfig) -> list[tuple[str, int]]:
+    """(scenario, maps per class) of the learning curve below data.n_train (the full size is the main job)."""
+    return [(s, n) for s in cfg.train.curve_scenarios for n in cfg.train.train_sizes if n < cfg.data.n_train] \
+        if cfg.train.train_sizes else []
+
+
+def _tag(scenario: str, model: str, n: int | None = None) -> str:
+    return f"{scenario}-{model}" if n is None else f"{scenario}-{model}-n{n}"
+
+
+def _subset(split: dict[str, np.ndarray], n_per_class: int) -> dict[str, np.ndarray]:
+    """The first ``n_per_class`` signal/no-signal pairs of a split (the store alternates them)."""
+    sel = np.r_[np.nonzero(split["label"] == 1)[0][:n_per_class], np.nonzero(split["label"] == 0)[0][:n_per_class]]
+    sel.sort()
+    return {k: v[sel] for k, v in split.items()}
 
 
 # ---- stages --------------------------------------------------------------------------------
@@ -111,9 +125,12 @@ def train(run: Run, devices: int | str | None = None, accelerator: str | None = 
     for scenario in {s for s, _ in _jobs(cfg)}:
         sim.open_scenario(run.dataset_path, scenario, verify=True)
     results: dict[str, Any] = {}
-    for scenario, model_name in _jobs(cfg):
+    jobs = [(s, m, None) for s, m in _jobs(cfg)] + [(s, t.model, n) for s, n in _curve_jobs(cfg)]
+    for scenario, model_name, n_sub in jobs:
         scale = noise_scale(cfg, scenario)
         tr = load_split(cfg, run, scenario, "train")
+        if n_sub is not None:
+            tr = _subset(tr, n_sub)
         va = load_split(cfg, run, scenario, "val")
         transform = _flip_transform if t.augment_flips else None
         train_loader = make_loader(ArrayDataset(tr["maps"] / scale, tr["label"], transform=transform, seed=cfg.seed),
@@ -121,7 +138,7 @@ def train(run: Run, devices: int | str | None = None, accelerator: str | None = 
         val_loader = make_loader(ArrayDataset(va["maps"] / scale, va["label"]), 256, shuffle=False)
         torch.manual_seed(cfg.seed)
         module = _module(cfg, model_name)
-        tag = _tag(scenario, model_name)
+        tag = _tag(scenario, model_name, n_sub)
         log.info("training %s on scenario %s (%d train / %d val maps)", model_name, scenario, len(tr["label"]), len(va["label"]))
         res = fit(module, train_loader, val_loader, run.checkpoints / tag, max_epochs=t.max_epochs, patience=t.patience,
                   devices=devices if devices is not None else t.devices,
@@ -134,8 +151,8 @@ def train(run: Run, devices: int | str | None = None, accelerator: str | None = 
     return results
 
 
-def _trained(cfg: AstrometryConfig, run: Run, scenario: str, model_name: str) -> ClassifierModule:
-    done = run.checkpoints / _tag(scenario, model_name) / "best.ckpt"
+def _trained(cfg: AstrometryConfig, run: Run, scenario: str, model_name: str, n: int | None = None) -> ClassifierModule:
+    done = run.checkpoints / _tag(scenario, model_name, n) / "best.ckpt"
     if not done.is_file():
         raise FileNotFoundError(f"no trained {model_name} for scenario {scenario} in {run.path}; run the train stage first")
     return load_best(_module(cfg, model_name), done).eval()
@@ -145,24 +162,75 @@ def evaluate(run: Run) -> dict[str, Any]:
     """Test-set ROC/AUC with bootstrap intervals, the χ² baseline, and attributions."""
     cfg = run.load_config(AstrometryConfig)
     e = cfg.evaluate
-    out: dict[str, Any] = {"auc": {}, "roc": {}, "baseline": {}}
+    out: dict[str, Any] = {"auc": {}, "roc": {}, "baseline": {}, "ceiling": {}}
+    scores: dict[str, dict[str, np.ndarray]] = {}
     for scenario, model_name in _jobs(cfg):
         te = load_split(cfg, run, scenario, "test")
         scale = noise_scale(cfg, scenario)
         module = _trained(cfg, run, scenario, model_name)
         probs = predict(module, make_loader(ArrayDataset(te["maps"] / scale, te["label"]), 256, shuffle=False))
         rep = metrics.binary_report(te["label"], probs[:, 1], n_boot=e.n_boot, level=e.ci_level, seed=cfg.seed)
+        if model_name == cfg.train.model:
+            scores[scenario] = {"label": te["label"], "signal_index": te["signal_index"], "pair": te["index"] // 2,
+                                "cnn": probs[:, 1]}
         out["auc"].setdefault(scenario, {})[model_name] = rep["auc"]
         out["roc"].setdefault(scenario, {})[model_name] = rep["roc"]
         if scenario not in out["baseline"]:
             score = baseline.chi2_excess(te["maps"] / scale, nside=cfg.sky.nside)
+            scores.setdefault(scenario, {})["chi2"] = score
             b = metrics.binary_report(te["label"], score, n_boot=e.n_boot, level=e.ci_level, seed=cfg.seed)
             out["baseline"][scenario] = {"auc": b["auc"], "roc": b["roc"]}
-        log.info("scenario %s %s: AUC %.3f (χ² baseline %.3f)", scenario, model_name, rep["auc"]["value"],
-                 out["baseline"][scenario]["auc"]["value"])
+        if scenario not in out["ceiling"]:
+            out["ceiling"][scenario] = _ceiling(cfg, run, scenario, te)
+        log.info("scenario %s %s: AUC %.3f (χ² baseline %.3f, oracle %.3f)", scenario, model_name, rep["auc"]["value"],
+                 out["baseline"][scenario]["auc"]["value"], out["ceiling"][scenario]["oracle_auc"]["value"])
+    if _curve_jobs(cfg):
+        out["learning_curve"] = _learning_curve(cfg, run, out)
+    if e.frontier:
+        out["frontier"] = frontier.frontier_claims(out, scores, {s: cfg.data.survey(s) for s in cfg.data.scenarios},
+                                                   cfg.sky.nside, cfg.train.model, e.n_boot, e.ci_level, cfg.seed)
     out["attribution"] = _attribution(cfg, run)
+    flat = {f"{s}/{k}": v for s, d in scores.items() for k, v in d.items()}
+    np.savez_compressed(run.path / "test_scores.npz", **flat)
     run.update_metrics({"evaluation": out})
     return out
+
+
+def _learning_curve(cfg: AstrometryConfig, run: Run, out: dict[str, Any]) -> dict[str, Any]:
+    """Test AUC per training-set size for the curve scenarios, and the extrapolation (frontier.py)."""
+    e = cfg.evaluate
+    res: dict[str, Any] = {}
+    for scenario in cfg.train.curve_scenarios:
+        te = load_split(cfg, run, scenario, "test")
+        x = te["maps"] / noise_scale(cfg, scenario)
+        sizes, aucs = [], []
+        for n in cfg.train.train_sizes:
+            if n < cfg.data.n_train:
+                probs = predict(_trained(cfg, run, scenario, cfg.train.model, n),
+                                make_loader(ArrayDataset(x, te["label"]), 256, shuffle=False))
+                auc = metrics.binary_report(te["label"], probs[:, 1], n_boot=e.n_boot, level=e.ci_level, seed=cfg.seed)["auc"]
+            else:
+                auc = out["auc"][scenario][cfg.train.model]
+            sizes.append(n)
+            aucs.append(auc)
+        if cfg.data.n_train not in sizes:
+            sizes.append(cfg.data.n_train)
+            aucs.append(out["auc"][scenario][cfg.train.model])
+        oracle = out["ceiling"][scenario]["oracle_auc"]["value"]
+        res[scenario] = {"sizes": sizes, "auc": aucs, "chi2_auc": out["baseline"][scenario]["auc"], "oracle_auc": oracle,
+                         "extrapolation": frontier.extrapolate_learning_curve(sizes, aucs, e.extrapolate_to, oracle,
+                                                                              level=e.ci_level, seed=cfg.seed)}
+        log.info("learning curve %s: %s", scenario, ", ".join(f"{n}: {a['value']:.3f}" for n, a in zip(sizes, aucs)))
+    return res
+
+
+def _ceiling(cfg: AstrometryConfig, run: Run, scenario: str, te: dict[str, np.ndarray]) -> dict[str, Any]:
+    """Oracle SNR and known-template AUC of the scenario's test signal maps (ceiling.py)."""
+    idx = np.sort(te["signal_index"][te["label"] == 1])
+    signal = sim.SampleStore.open(run.dataset_path / "signal.zarr").read("signal", idx)
+    s = cfg.data.survey(scenario)
+    return ceiling.ceiling_report(signal, s.n_q, s.sigma_u, cfg.sky.nside, cfg.evaluate.n_boot, cfg.evaluate.ci_level,
+                                  cfg.seed)
 
 
 def _attribution(cfg: AstrometryConfig, run: Run) -> dict[str, Any]:
@@ -179,18 +247,41 @@ def _attribution(cfg: AstrometryConfig, run: Run) -> dict[str, Any]:
     x = torch.as_tensor(te["maps"][sig] / scale, dtype=torch.float32)
     attr = attribution.integrated_gradients(module.model, x, target=1, steps=e.ig_steps)
     positive = attribution.positive_smoothed(attr, sigma_px=e.smoothing_px)
+    # references on the same maps: a random attribution (smoothed white noise) and the smoothed
+    # chi^2 map |K mu|^2 of the noisy map (what the excess-power baseline looks at)
+    rng = np.random.default_rng([cfg.seed, 7])
+    refs = {"integrated gradients": positive,
+            "random attribution": attribution.positive_smoothed(np.abs(rng.standard_normal(x.shape)), e.smoothing_px),
+            "smoothed chi2 map": (baseline.smooth_images(te["maps"][sig] / scale, e.smoothing_px) ** 2).sum(axis=1)}
     sig_store = sim.SampleStore.open(run.dataset_path / "signal.zarr")
-    scores = []
+    per: dict[str, list] = {k: [] for k in refs}
     for k, s in enumerate(sig):
         cat = sig_store.table("subhalos", samples=[int(te["signal_index"][s])])
-        scores.append(attribution.localisation_score(positive[k], cat, cfg.sky.image_height, cfg.sky.image_width,
-                                                     n_lenses=e.n_lenses, nside=cfg.sky.nside,
-                                                     max_angle_deg=cfg.sky.max_angle_deg))
+        for name, att in refs.items():
+            per[name].append(attribution.localisation_score(att[k], cat, cfg.sky.image_height, cfg.sky.image_width,
+                                                            n_lenses=e.n_lenses, nside=cfg.sky.nside,
+                                                            max_angle_deg=cfg.sky.max_angle_deg))
     np.savez_compressed(run.path / "attributions.npz", positive=positive, maps=te["maps"][sig],
                         signal_index=te["signal_index"][sig])
-    vals = np.array([s["score"] for s in scores], float)
-    return {"scenario": scenario, "maps": [int(te["signal_index"][s]) for s in sig], "per_map": scores,
-            "mean_score": float(np.nanmean(vals)) if vals.size else None}
+    summary = {}
+    for name, rows in per.items():
+        vals = np.array([r["score"] for r in rows], float)
+        pv = np.array([r["p_value"] for r in rows], float)
+        summary[name] = {"score": _mean_ci(vals, e.n_boot, e.ci_level, cfg.seed),
+                         "fraction_p_below_0.05": float(np.mean(pv < 0.05)) if pv.size else None}
+    vals = np.array([r["score"] for r in per["integrated gradients"]], float)
+    return {"scenario": scenario, "maps": [int(te["signal_index"][s]) for s in sig], "per_map": per["integrated gradients"],
+            "mean_score": float(np.nanmean(vals)) if vals.size else None, "n_maps": int(len(sig)), "methods": summary}
+
+
+def _mean_ci(values: np.ndarray, n_boot: int, level: float, seed: int) -> dict[str, float | None]:
+    """Mean over maps with a bootstrap percentile interval."""
+    v = values[np.isfinite(values)]
+    res: dict[str, float | None] = {"value": float(v.mean()) if v.size else None, "lo": None, "hi": None}
+    if v.size > 1:
+        means = v[np.random.default_rng(seed).integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
+        res["lo"], res["hi"] = float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2))
+    return res
 
 
 def report(run: Run) -> Path:
@@ -215,6 +306,10 @@ def expected_outputs(cfg: AstrometryConfig) -> dict[str, int]:
 STUDY = Study(
     name=STUDY_NAME, title="Astrometric lensing of quasars by Milky Way subhalos.", config_model=AstrometryConfig,
     presets=PRESETS, expected_outputs=expected_outputs,
+    preset_commands={"frontier": ("frontier", "Sensitivity frontier: CNN, chi2 and oracle AUC on a grid of surveys (N_q, "
+                                              "sigma_u) and the paper's two claims tested"),
+                     "learning-curve": ("learning-curve", "Test AUC against training maps per class for scenarios C "
+                                                          "and E, extrapolated to the paper's 25,000")},
     stages=(Stage("simulate", simulate, uses=("workers", "scheduler")),
             Stage("train", train, uses=("devices", "accelerator")),
             Stage("evaluate", evaluate), Stage("report", report)),

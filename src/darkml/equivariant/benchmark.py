@@ -36,7 +36,15 @@ from darkml.runs import atomic_write_bytes
 
 from .. import metrics
 from ..config import ConfigError, config_to_dict
-from ..learn import ArrayDataset, ClassifierModule, RegressorModule, fit, load_best, make_loader, split_indices
+from ..learn import (
+    ArrayDataset,
+    ClassifierModule,
+    RegressorModule,
+    fit,
+    load_best,
+    make_loader,
+    split_indices,
+)
 from ..learn.dihedral import predict_array, predict_tta
 from ..runs import Run
 from .config import CLASS_NAMES, BenchmarkConfig

@@ -15,7 +15,13 @@ from darkml.runs import Run
 
 from ..report import Report, fmt_ci
 from .benchmark import _tag
-from .config import CLASS_NAMES, PAPER_LABELS, PAPER_TABLE1, PAPER_TABLE2, BenchmarkConfig
+from .config import (
+    CLASS_NAMES,
+    PAPER_LABELS,
+    PAPER_TABLE1,
+    PAPER_TABLE2,
+    BenchmarkConfig,
+)
 
 
 # ---------------------------------------------------------------------------------------

@@ -96,6 +96,14 @@ class ConversionCfg(Section):
 
 
 class DataCfg(Section):
+    @model_validator(mode="before")
+    @classmethod
+    def _retired(cls, data):
+        """Runs written before release discovery stored file globs; the release is now classified by header."""
+        if isinstance(data, dict):
+            data = {k: v for k, v in data.items() if k not in ("mopra_12co_glob", "mopra_13co_glob", "mopra_rms_suffix")}
+        return data
+
     source: Literal["synthetic", "mopra"] = Field("synthetic", description="synthetic sky or local MOPRA FITS cubes")
     mopra_dir: Optional[str] = Field(None, description="folder with MOPRA cubes (source = mopra)")
     mopra_min_footprint: float = Field(0.5, ge=0.0, le=1.0, description="tiles whose area the cubes cover less "
@@ -212,6 +220,9 @@ class EvalCfg(Section):
     floor_bins: int = Field(24, ge=2, le=1000, description="source-value bins of the conditional-median predictor")
     maps_shown: int = Field(3, ge=0, le=20, description="test planes shown as predicted-vs-true maps")
     n_boot: int = Field(1000, ge=0, le=100000, description="bootstrap resamples of the planes for median CIs")
+    hotspot: Literal["bin", "bin_normalised", "plane"] = Field(
+        "bin", description="hot spots: >= 1 std above the mean of the velocity bin over the test region (paper's text), "
+                           "of the bin after normalising each plane, or of the plane alone (metrics.py)")
 
 
 class GasConfig(StudyConfig):

@@ -11,7 +11,7 @@ from torch import nn
 
 from .registry import register_model
 
-__all__ = ["resnet", "resnet18", "resnet50"]
+__all__ = ["resnet", "resnet18", "resnet50", "narrow_resnet18"]
 
 
 def resnet(depth: int, in_channels: int = 1, num_outputs: int | None = 1, stem_init: bool = True) -> nn.Module:
@@ -37,10 +37,48 @@ def resnet(depth: int, in_channels: int = 1, num_outputs: int | None = 1, stem_i
     return m
 
 
-@register_model("resnet18", description="ResNet18", options=False)
-def resnet18(in_channels: int = 1, num_outputs: int = 3) -> nn.Module:
-    """torchvision ResNet-18 from scratch, ``in_channels`` input channels."""
-    return resnet(18, in_channels, num_outputs)
+@register_model("resnet18", description="ResNet18 (width 64; width=w scales every stage: w, 2w, 4w, 8w channels)")
+def resnet18(in_channels: int = 1, num_outputs: int = 3, width: int = 64) -> nn.Module:
+    """torchvision ResNet-18 from scratch, ``in_channels`` input channels; ``width`` < 64 gives
+    :func:`narrow_resnet18` (same topology, fewer channels) for CPU-sized runs."""
+    if width == 64:
+        return resnet(18, in_channels, num_outputs)
+    return narrow_resnet18(in_channels, num_outputs, width)
+
+
+def narrow_resnet18(in_channels: int = 1, num_outputs: int = 3, width: int = 16) -> nn.Module:
+    """ResNet-18 with stage widths (w, 2w, 4w, 8w) instead of (64, 128, 256, 512).
+
+    Same topology as torchvision's: 7x7 stride-2 stem, max-pool, four stages of two
+    torchvision ``BasicBlock``s (stride 2 and a 1x1 projection shortcut at the start of stages
+    2-4), global average pool, linear head; torchvision's initialisation (Kaiming normal
+    convolutions, unit/zero batch norm). Parameters scale as width^2 (w = 16: 0.70 M vs 11.2 M).
+    """
+    from torchvision.models.resnet import BasicBlock
+
+    if not 4 <= width <= 64:
+        raise ValueError(f"width = {width}: must be in [4, 64]")
+
+    def stage(cin: int, cout: int, stride: int) -> nn.Sequential:
+        down = None
+        if stride != 1 or cin != cout:
+            down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+        return nn.Sequential(BasicBlock(cin, cout, stride, down), BasicBlock(cout, cout))
+
+    w = width
+    m = nn.Sequential(
+        nn.Conv2d(in_channels, w, kernel_size=7, stride=2, padding=3, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
+        stage(w, w, 1), stage(w, 2 * w, 2), stage(2 * w, 4 * w, 2), stage(4 * w, 8 * w, 2),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8 * w, num_outputs),
+    )
+    for mod in m.modules():
+        if isinstance(mod, nn.Conv2d):
+            nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(mod, nn.BatchNorm2d):
+            nn.init.ones_(mod.weight)
+            nn.init.zeros_(mod.bias)
+    return m
 
 
 @register_model("resnet50", description="ResNet50", options=False)

@@ -13,7 +13,13 @@ import numpy as np
 import torch
 from scipy.interpolate import CubicSpline
 
-from .mocks import OBSERVER_KPC, SUPPORT_RADIUS_KPC, MilkyWay2014, ball_integral, uniform_ball
+from .mocks import (
+    OBSERVER_KPC,
+    SUPPORT_RADIUS_KPC,
+    MilkyWay2014,
+    ball_integral,
+    uniform_ball,
+)
 
 log = logging.getLogger(__name__)
 
