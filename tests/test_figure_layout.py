@@ -36,7 +36,7 @@ def test_inset_reaching_into_the_next_panel_is_found():
 def test_overlapping_panels_colour_bar_and_legend_are_found(tmp_path, monkeypatch):
     fig = plt.figure(figsize=(6, 4))
     a = fig.add_axes([0.1, 0.1, 0.5, 0.8], title="left")
-    b = fig.add_axes([0.5, 0.1, 0.4, 0.8], title="right")
+    fig.add_axes([0.5, 0.1, 0.4, 0.8], title="right")
     im = a.imshow(np.zeros((3, 3)))
     fig.colorbar(im, cax=fig.add_axes([0.55, 0.1, 0.03, 0.8]))
     a.plot([0, 1], label="x")

@@ -45,20 +45,7 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-__all__ = [
-    "disc_mask",
-    "steerable_conv",
-    "SteerableCNN",
-    "HarmonicNet",
-    "LogPolarSampler",
-    "PosePredictor",
-    "EquivariantTransformerNet",
-    "ConvNet",
-    "c8",
-    "d8",
-    "hnet",
-    "etn",
-]
+__all__ = ["disc_mask", "steerable_conv", "blur_pool"]
 
 
 # ---------------------------------------------------------------------------------------

@@ -44,8 +44,6 @@ __all__ = [
     "SUN_PECULIAR_KMS",
     "Plummer",
     "MilkyWay2014",
-    "DiscComponent",
-    "DiscDF",
     "smear",
     "uniform_ball",
     "to_cylindrical",
