@@ -133,3 +133,22 @@ def test_spec_validation():
         flow_spec(x, x, OBSERVER_KPC, 3.5, model="realnvp")
     m = _random_flow(hidden=(8,))
     assert count_parameters(m) > 0
+
+
+def test_z_stretch_preprocessing_is_invertible_with_exact_jacobian():
+    import math
+
+    from darkml.phasespace.flows import BallPreprocess
+
+    pre = BallPreprocess([8.122, 0.0, 0.0208], 3.5, z_stretch=0.3)
+    x = torch.tensor([[8.5, 0.3, 0.5], [7.0, -1.0, -1.2], [8.122, 0.0, 0.0], [9.0, 1.0, 2.0]], dtype=torch.float64)
+    z, ladj = pre(x)
+    assert torch.allclose(pre.inverse(z), x, atol=1e-12)
+    for k in range(len(x)):
+        J = torch.autograd.functional.jacobian(lambda t: pre(t[None])[0][0], x[k])
+        assert ladj[k].item() == pytest.approx(math.log(abs(torch.linalg.det(J).item())), abs=1e-10)
+    # the stretch's log-Jacobian has curvature -1/s^2 in z at the mid-plane
+    zs = torch.tensor([-1e-3, 0.0, 1e-3], dtype=torch.float64)
+    pts = torch.stack([torch.full_like(zs, 8.122), torch.zeros_like(zs), zs], dim=1)
+    ls = pre._stretch(pts)[1]
+    assert ((ls[0] - 2 * ls[1] + ls[2]) / 1e-6).item() == pytest.approx(-1 / 0.3**2, rel=1e-4)

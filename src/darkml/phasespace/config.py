@@ -88,6 +88,8 @@ class FlowCfg(Section):
     hidden: list[int] = Field(default_factory=lambda: [64, 64])
     activation: Literal["gelu", "silu", "elu", "tanh"] = "gelu"
     residual: bool = False
+    z_stretch_kpc: Optional[float] = Field(None, gt=0.0, le=5.0, description="ν(x) sees z through s·asinh(z/s): a built-in "
+                                           "mid-plane curvature −1/s² of ln ν (flows.BallPreprocess); None = off")
 
     @field_validator("hidden")
     @classmethod

@@ -35,7 +35,7 @@ def _members(cfg: PhaseSpaceConfig, name: str) -> int:
 def _spec_kwargs(cfg: PhaseSpaceConfig) -> dict[str, Any]:
     f = cfg.flow
     return dict(observer=cfg.mock.observer_kpc, radius=cfg.mock.radius_kpc, model=f.model, transforms=f.transforms,
-                hidden=f.hidden, activation=f.activation, residual=f.residual)
+                hidden=f.hidden, activation=f.activation, residual=f.residual, z_stretch=f.z_stretch_kpc)
 
 
 def train_ensembles(cfg: PhaseSpaceConfig, run: Run, datasets: list[str] | None = None) -> dict[str, list]:

@@ -80,18 +80,40 @@ MODELS: dict[str, Callable[..., nn.Module]] = {"maf": _maf, "nsf": _nsf}
 
 
 class BallPreprocess(nn.Module):
-    """x (kpc) in the ball (center, radius) -> standardised y in R^3, with log|det ∂y/∂x|."""
+    """x (kpc) in the ball (center, radius) -> standardised y in R^3, with log|det ∂y/∂x|.
 
-    def __init__(self, center: Sequence[float], radius: float, mean: Sequence[float] = (0, 0, 0), std: Sequence[float] = (1, 1, 1)):
+    ``z_stretch`` = s (kpc, optional): first replace the height above the Galactic mid-plane z
+    by ζ = s·asinh(z/s) (the ball's centre likewise) — a smooth map that stretches the layer
+    |z| ≲ s and compresses what lies beyond. Its log-Jacobian −½ ln(1 + z²/s²) carries a
+    mid-plane curvature −1/s² of ln ν by construction, so a flow need not build the thin disc's
+    sharp mid-plane itself (flows smooth it: docs/phasespace.md). The map keeps the ball inside
+    itself (|ζ| ≤ |z|), and is exactly invertible.
+    """
+
+    def __init__(self, center: Sequence[float], radius: float, mean: Sequence[float] = (0, 0, 0), std: Sequence[float] = (1, 1, 1),
+                 z_stretch: float | None = None):
         super().__init__()
+        self.z_stretch = float(z_stretch) if z_stretch else None
         self.register_buffer("center", torch.tensor(list(center), dtype=torch.float32))
         self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32))
         self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32))
         # a hair beyond the data radius so that stars on the boundary map to finite points
         self.radius = float(radius) * (1.0 + 1e-3)
 
+    def _stretch(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.z_stretch is None:
+            return x, torch.zeros(x.shape[:-1], dtype=x.dtype, device=x.device)
+        s = self.z_stretch
+        z = x[..., 2]
+        zeta = s * torch.asinh(z / s)
+        return torch.stack([x[..., 0], x[..., 1], zeta], dim=-1), -0.5 * torch.log1p((z / s) ** 2)
+
     def unstandardised(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        w = (x - self.center.to(x)) / self.radius
+        x, ladj_s = self._stretch(x)
+        c = self.center.to(x)
+        if self.z_stretch is not None:
+            c = torch.stack([c[0], c[1], self.z_stretch * torch.asinh(c[2] / self.z_stretch)])
+        w = (x - c) / self.radius
         r2 = (w**2).sum(-1, keepdim=True)
         r = torch.sqrt(torch.clamp(r2, min=1e-24))
         r = torch.clamp(r, max=1 - 1e-7)
@@ -99,7 +121,7 @@ class BallPreprocess(nn.Module):
         ratio = torch.where(small, 1 + r2 / 3 + r2**2 / 5, torch.atanh(r) / torch.where(small, torch.ones_like(r), r))
         y = w * ratio
         rr = r.squeeze(-1)
-        ladj = -3 * math.log(self.radius) - torch.log1p(-rr**2) + 2 * torch.log(ratio.squeeze(-1))
+        ladj = -3 * math.log(self.radius) - torch.log1p(-rr**2) + 2 * torch.log(ratio.squeeze(-1)) + ladj_s
         return y, ladj
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -111,25 +133,33 @@ class BallPreprocess(nn.Module):
         y = z * self.std.to(z) + self.mean.to(z)
         r = torch.sqrt(torch.clamp((y**2).sum(-1, keepdim=True), min=1e-24))
         w = y * torch.tanh(r) / r
-        return self.center.to(z) + w * self.radius
+        c = self.center.to(z)
+        if self.z_stretch is None:
+            return c + w * self.radius
+        s = self.z_stretch
+        c = torch.stack([c[0], c[1], s * torch.asinh(c[2] / s)])
+        x = c + w * self.radius
+        return torch.stack([x[..., 0], x[..., 1], s * torch.sinh(x[..., 2] / s)], dim=-1)
 
     def inside(self, x: torch.Tensor) -> torch.Tensor:
         return ((x - self.center.to(x)) ** 2).sum(-1) <= (self.radius / (1 + 1e-3)) ** 2
 
 
 def flow_spec(x: np.ndarray, v: np.ndarray, observer: Sequence[float], radius: float, model: str = "maf", transforms: int = 5,
-              hidden: Sequence[int] = (64, 64), activation: str = "gelu", residual: bool = False) -> dict[str, Any]:
+              hidden: Sequence[int] = (64, 64), activation: str = "gelu", residual: bool = False,
+              z_stretch: float | None = None) -> dict[str, Any]:
     """A JSON-able description of a flow pair, with preprocessing statistics taken from (x, v)."""
     if model not in MODELS:
         raise ValueError(f"flow model = {model!r}: must be one of {sorted(MODELS)}")
     if activation not in ACTIVATIONS:
         raise ValueError(f"activation = {activation!r}: must be one of {sorted(ACTIVATIONS)}")
-    pre = BallPreprocess(observer, radius)
+    pre = BallPreprocess(observer, radius, z_stretch=z_stretch)
     with torch.no_grad():
         y, _ = pre.unstandardised(torch.as_tensor(np.asarray(x), dtype=torch.float32))
     return {
         "model": model, "transforms": int(transforms), "hidden": [int(h) for h in hidden], "activation": activation,
         "residual": bool(residual), "observer": [float(c) for c in observer], "radius": float(radius),
+        "z_stretch": float(z_stretch) if z_stretch else None,
         "x_mean": y.mean(0).tolist(), "x_std": y.std(0).tolist(),
         "v_mean": np.asarray(v).mean(0).tolist(), "v_std": np.asarray(v).std(0).tolist(),
     }
@@ -142,7 +172,7 @@ class PhaseSpaceFlow(nn.Module):
         super().__init__()
         self.spec = dict(spec)
         build = MODELS[spec["model"]]
-        self.pre = BallPreprocess(spec["observer"], spec["radius"], spec["x_mean"], spec["x_std"])
+        self.pre = BallPreprocess(spec["observer"], spec["radius"], spec["x_mean"], spec["x_std"], spec.get("z_stretch"))
         self.register_buffer("v_mean", torch.tensor(spec["v_mean"], dtype=torch.float32))
         self.register_buffer("v_std", torch.tensor(spec["v_std"], dtype=torch.float32))
         args = (spec["transforms"], spec["hidden"], spec["activation"], spec.get("residual", False))
