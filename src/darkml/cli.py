@@ -219,11 +219,11 @@ def _run_command(study, name: str = "run", default_preset: str | None = None, he
         if preset is None and default_preset and not (run_dir is not None and Run(run_dir).config_path.is_file()):
             preset = default_preset
         cfg = _config_for(study, preset, sets, run_dir, shortcuts)
+        setup_logging(verbose)
         if dry_run:
             check_before_work(study, cfg, rest)
             click.echo(_dry_run(study, cfg, run_dir))
             return
-        setup_logging(verbose)
         run, _ = execute(study, cfg, run_dir, None, repair=repair, **rest)
         click.echo(f"report: {run.report_path}" if run.report_path.is_file() else f"run: {run.path}")
 

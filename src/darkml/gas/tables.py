@@ -128,7 +128,7 @@ def update_markdown(text: str, name: str, res: dict[str, Any]) -> tuple[str, int
         count += 1
         return f"{m.group(1)}\n{render(res, m.group(2))}\n{m.group(3)}"
 
-    pat = re.compile(r"(<!-- generated: gas-" + re.escape(name) + r"-(\w+) -->)\n.*?\n(<!-- end generated -->)", re.S)
+    pat = re.compile(r"(<!-- generated: gas-" + re.escape(name) + r"-(\w+) -->)\n.*?(<!-- end generated -->)", re.S)
     return pat.sub(sub, text), count
 
 
