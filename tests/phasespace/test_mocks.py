@@ -163,3 +163,30 @@ def test_disc_sampling_is_deterministic(disc_df):
     for p, q in zip(a, b):
         np.testing.assert_array_equal(p, q)
     assert not np.array_equal(a[0], c[0])
+
+
+def test_component_densities_add_up_and_dark_matter_summary():
+    import numpy as np
+
+    from darkml.phasespace.measure import _dark_matter
+    from darkml.phasespace.mocks import MilkyWay2014
+
+    mw = MilkyWay2014()
+    x = torch.tensor([[8.122, 0.0, 0.0208], [7.0, 1.0, 0.5], [9.5, -0.5, -1.0]], dtype=torch.float64)
+    total = mw.density(x)
+    parts = sum(mw.density(x, (p,)) for p in MilkyWay2014.PARTS)
+    assert torch.allclose(total, parts, rtol=1e-14)
+    assert torch.allclose(mw.density(x, MilkyWay2014.BARYONS) + mw.density(x, ("halo",)), total, rtol=1e-14)
+    frac = float(mw.density(x[:1], ("halo",)) / total[:1])
+    assert 0.05 < frac < 0.12                       # the halo is ~8 % of the local density in MWPotential2014
+    with pytest.raises(ValueError, match="unknown component"):
+        mw.density(x, ("gas",))
+    # an estimate equal to the true total gives the true dark-matter density
+    t_tot, t_b = 9.0e7, 8.3e7
+    A = {"true_rho_smoothed": np.array([t_tot]), "true_rho_baryon_smoothed": np.array([t_b]),
+         "true_rho_dm_smoothed": np.array([t_tot - t_b]), "original_rho_sun": np.array([t_tot]),
+         "original_rho_sun_stat": np.array([0.01 * t_tot])}
+    dm = _dark_matter(A, ["original"])
+    assert dm["sun"][1]["rel_error"] == pytest.approx(0.0, abs=1e-12)
+    assert dm["sun"][1]["rel_stat"] == pytest.approx(0.01 * t_tot / (t_tot - t_b))
+    assert dm["required_total_precision_for_10pct_dm"] == pytest.approx(0.1 * (t_tot - t_b) / t_tot)

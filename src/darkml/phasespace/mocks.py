@@ -256,16 +256,27 @@ class MilkyWay2014:
         az = sph * z - g * self.M_d * z * (self.da + zeta) / (zeta * D3)
         return aR, az
 
-    def density_Rz(self, R: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """Total mass density in Msun/kpc^3."""
+    #: the components: the bulge and the Miyamoto-Nagai disc are baryons, the NFW halo is dark matter
+    PARTS = ("bulge", "disc", "halo")
+    BARYONS = ("bulge", "disc")
+
+    def density_Rz(self, R: torch.Tensor, z: torch.Tensor, parts: tuple[str, ...] = PARTS) -> torch.Tensor:
+        """Mass density in Msun/kpc^3 of the components ``parts`` (default: all, the total)."""
+        bad = set(parts) - set(self.PARTS)
+        if bad:
+            raise ValueError(f"parts = {parts}: unknown component(s) {sorted(bad)} (allowed: {self.PARTS})")
         r = torch.sqrt(R**2 + z**2)
-        zeta = torch.sqrt(z**2 + self.db**2)
-        bulge = self.rho_b * r ** (-self.alpha) * torch.exp(-((r / self.rc) ** 2))
-        halo = nfw.nfw_density(r, self.rho_h, self.ha)
-        num = self.da * R**2 + (self.da + 3 * zeta) * (self.da + zeta) ** 2
-        den = (R**2 + (self.da + zeta) ** 2) ** 2.5 * zeta**3
-        disc = self.db**2 * self.M_d / (4 * math.pi) * num / den
-        return bulge + disc + halo
+        out = torch.zeros_like(r)
+        if "bulge" in parts:
+            out = out + self.rho_b * r ** (-self.alpha) * torch.exp(-((r / self.rc) ** 2))
+        if "halo" in parts:
+            out = out + nfw.nfw_density(r, self.rho_h, self.ha)
+        if "disc" in parts:
+            zeta = torch.sqrt(z**2 + self.db**2)
+            num = self.da * R**2 + (self.da + 3 * zeta) * (self.da + zeta) ** 2
+            den = (R**2 + (self.da + zeta) ** 2) ** 2.5 * zeta**3
+            out = out + self.db**2 * self.M_d / (4 * math.pi) * num / den
+        return out
 
     def circular_velocity(self, R: torch.Tensor) -> torch.Tensor:
         """v_c(R) in the midplane, km/s."""
@@ -284,10 +295,10 @@ class MilkyWay2014:
         aR, az = self.acceleration_Rz(R, x[..., 2])
         return torch.stack([aR * x[..., 0] / R, aR * x[..., 1] / R, az], dim=-1)
 
-    def density(self, x: torch.Tensor) -> torch.Tensor:
-        """Mass density in Msun/kpc^3 at positions x (..., 3) in kpc."""
+    def density(self, x: torch.Tensor, parts: tuple[str, ...] = PARTS) -> torch.Tensor:
+        """Mass density in Msun/kpc^3 at positions x (..., 3) in kpc (components ``parts``, default all)."""
         R = torch.sqrt(x[..., 0] ** 2 + x[..., 1] ** 2)
-        return self.density_Rz(R, x[..., 2])
+        return self.density_Rz(R, x[..., 2], parts)
 
 
 
