@@ -140,6 +140,8 @@ class TrainCfg(Section):
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     num_workers: int = Field(0, ge=0)
     augment_flips: bool = Field(True, description="random l -> -l / b -> -b mirror flips (with the vector sign flip)")
+    input_smoothing_px: float = Field(0.0, ge=0.0, le=20.0, description="Gaussian low-pass of the CNN's input [image px] "
+                                      "(the χ² baseline uses 3); 0 = the paper's raw maps")
     train_sizes: list[int] = Field(default_factory=list, description="learning curve: also train on the first n training "
                                    "maps per class for each n (same network and epoch budget); [] = off")
     curve_scenarios: list[str] = Field(default_factory=lambda: ["C", "E"], description="scenarios of the learning curve")

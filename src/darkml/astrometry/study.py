@@ -54,6 +54,17 @@ def noise_scale(cfg: AstrometryConfig, scenario: str) -> float:
     return maps.per_pixel_noise(s.n_q, s.sigma_u, cfg.sky.nside)
 
 
+def network_input(cfg: AstrometryConfig, maps: np.ndarray, scenario: str, batch: int = 512) -> np.ndarray:
+    """What the CNN sees: maps in units of the nominal per-pixel noise, optionally low-pass filtered
+    (``train.input_smoothing_px``: the χ² baseline's Gaussian, periodic in longitude)."""
+    x = (np.asarray(maps) / noise_scale(cfg, scenario)).astype(np.float32)
+    sm = cfg.train.input_smoothing_px
+    if sm > 0:
+        for i in range(0, len(x), batch):
+            x[i:i + batch] = baseline.smooth_images(x[i:i + batch], sm).astype(np.float32)
+    return x
+
+
 def load_split(cfg: AstrometryConfig, run: Run, scenario: str, split: str, verify: bool = True) -> dict[str, np.ndarray]:
     store = sim.open_scenario(run.dataset_path, scenario, verify=verify)
     code = sim.SPLITS[split]
@@ -127,15 +138,15 @@ def train(run: Run, devices: int | str | None = None, accelerator: str | None = 
     results: dict[str, Any] = {}
     jobs = [(s, m, None) for s, m in _jobs(cfg)] + [(s, t.model, n) for s, n in _curve_jobs(cfg)]
     for scenario, model_name, n_sub in jobs:
-        scale = noise_scale(cfg, scenario)
         tr = load_split(cfg, run, scenario, "train")
         if n_sub is not None:
             tr = _subset(tr, n_sub)
         va = load_split(cfg, run, scenario, "val")
         transform = _flip_transform if t.augment_flips else None
-        train_loader = make_loader(ArrayDataset(tr["maps"] / scale, tr["label"], transform=transform, seed=cfg.seed),
+        train_loader = make_loader(ArrayDataset(network_input(cfg, tr["maps"], scenario), tr["label"], transform=transform,
+                                                seed=cfg.seed),
                                    t.batch_size, shuffle=True, seed=cfg.seed, num_workers=t.num_workers)
-        val_loader = make_loader(ArrayDataset(va["maps"] / scale, va["label"]), 256, shuffle=False)
+        val_loader = make_loader(ArrayDataset(network_input(cfg, va["maps"], scenario), va["label"]), 256, shuffle=False)
         torch.manual_seed(cfg.seed)
         module = _module(cfg, model_name)
         tag = _tag(scenario, model_name, n_sub)
@@ -168,7 +179,8 @@ def evaluate(run: Run) -> dict[str, Any]:
         te = load_split(cfg, run, scenario, "test")
         scale = noise_scale(cfg, scenario)
         module = _trained(cfg, run, scenario, model_name)
-        probs = predict(module, make_loader(ArrayDataset(te["maps"] / scale, te["label"]), 256, shuffle=False))
+        probs = predict(module, make_loader(ArrayDataset(network_input(cfg, te["maps"], scenario), te["label"]), 256,
+                                            shuffle=False))
         rep = metrics.binary_report(te["label"], probs[:, 1], n_boot=e.n_boot, level=e.ci_level, seed=cfg.seed)
         if model_name == cfg.train.model:
             scores[scenario] = {"label": te["label"], "signal_index": te["signal_index"], "pair": te["index"] // 2,
@@ -202,7 +214,7 @@ def _learning_curve(cfg: AstrometryConfig, run: Run, out: dict[str, Any]) -> dic
     res: dict[str, Any] = {}
     for scenario in cfg.train.curve_scenarios:
         te = load_split(cfg, run, scenario, "test")
-        x = te["maps"] / noise_scale(cfg, scenario)
+        x = network_input(cfg, te["maps"], scenario)
         sizes, aucs = [], []
         for n in cfg.train.train_sizes:
             if n < cfg.data.n_train:
@@ -244,7 +256,7 @@ def _attribution(cfg: AstrometryConfig, run: Run) -> dict[str, Any]:
         return {}
     scale = noise_scale(cfg, scenario)
     module = _trained(cfg, run, scenario, cfg.train.model)
-    x = torch.as_tensor(te["maps"][sig] / scale, dtype=torch.float32)
+    x = torch.as_tensor(network_input(cfg, te["maps"][sig], scenario), dtype=torch.float32)
     attr = attribution.integrated_gradients(module.model, x, target=1, steps=e.ig_steps)
     positive = attribution.positive_smoothed(attr, sigma_px=e.smoothing_px)
     # references on the same maps: a random attribution (smoothed white noise) and the smoothed
