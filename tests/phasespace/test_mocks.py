@@ -190,3 +190,37 @@ def test_component_densities_add_up_and_dark_matter_summary():
     assert dm["sun"][1]["rel_error"] == pytest.approx(0.0, abs=1e-12)
     assert dm["sun"][1]["rel_stat"] == pytest.approx(0.01 * t_tot / (t_tot - t_b))
     assert dm["required_total_precision_for_10pct_dm"] == pytest.approx(0.1 * (t_tot - t_b) / t_tot)
+
+
+def test_h277_like_galaxy_is_selectable_by_name_and_exact():
+    """The second mock family: the paper's smoothed density at the Sun, a thicker tracer disc,
+    and still an exact steady state (the Boltzmann solve with its exact f returns −∇Φ)."""
+    import numpy as np
+
+    from darkml.phasespace import gauss, study
+    from darkml.phasespace.boltzmann import solve_acceleration
+    from darkml.phasespace.dataset import truth_model
+
+    thin = study.load("quick")
+    thick = study.load("quick", ["mock.galaxy=h277-like"])
+    assert thick.mock.components[0].sigma_kms == 35.0 and thick.mock.potential.disc_b_kpc == 0.9
+    pot, df = truth_model(thick)
+    k = gauss.Kernel((1.0, 1.0, 0.2), 2.0)
+    rho = gauss.smoothed_density(pot.density, thick.mock.observer_kpc, k)
+    assert rho == pytest.approx(3.06e7, rel=0.02)               # h277's smoothed density at the Sun
+    rng = np.random.default_rng(0)
+    z_thick = np.median(np.abs(df.sample(5000, rng)[0][:, 2]))
+    z_thin = np.median(np.abs(truth_model(thin)[1].sample(5000, rng)[0][:, 2]))
+    assert z_thick > 1.8 * z_thin
+    x = torch.tensor([thick.mock.observer_kpc, (7.0, 1.0, 0.5)], dtype=torch.float64)
+
+    def sample_v(xb, n, generator=None, base=None):
+        R = torch.sqrt(xb[:, 0] ** 2 + xb[:, 1] ** 2)
+        v = torch.tensor(rng.normal(size=(xb.shape[0], n, 3)) * 50.0)
+        v[..., 0] += (-200 * xb[:, 1] / R)[:, None]
+        v[..., 1] += (200 * xb[:, 0] / R)[:, None]
+        return v
+
+    res = solve_acceleration(df.log_df, sample_v, x, 400, weighting="log")
+    truth = pot.acceleration(x)
+    assert torch.max(torch.abs(res.a - truth) / truth.norm(dim=-1, keepdim=True)).item() < 1e-3

@@ -34,8 +34,43 @@ class DiscComponentCfg(Section):
     scale_length_kpc: float = Field(2.5, ge=0.5, le=20, description="radial scale of the guiding-centre weight [kpc]")
 
 
+#: named mock galaxies: MWPotential2014 parameters and the tracer populations that go with them.
+#: "mw2014": galpy's MWPotential2014 with a thin (σ 25 km/s) + thick (45 km/s) tracer disc — the
+#: hard case, a sharp mid-plane (disc b = 0.28 kpc; smoothed ρ at the Sun 7.6e7 Msun/kpc^3).
+#: "h277-like": the paper's galaxy as far as it is described — smoothed ρ at the Sun 3.09e7 (h277:
+#: 3.06e7), a thicker disc (b = 0.9 kpc, above the simulation's 0.173 kpc resolution) holding 35 %
+#: of the radial force at R0 instead of 60 % (halo 60 %), and hotter tracers (35 / 60 km/s).
+GALAXIES = {
+    "mw2014": {"potential": {"fractions": [0.05, 0.6, 0.35], "disc_a_kpc": 3.0, "disc_b_kpc": 0.28},
+               "components": [{"fraction": 0.8, "sigma_kms": 25.0, "scale_length_kpc": 2.5},
+                              {"fraction": 0.2, "sigma_kms": 45.0, "scale_length_kpc": 2.5}]},
+    "h277-like": {"potential": {"fractions": [0.05, 0.35, 0.6], "disc_a_kpc": 3.0, "disc_b_kpc": 0.9},
+                  "components": [{"fraction": 0.7, "sigma_kms": 35.0, "scale_length_kpc": 2.5},
+                                 {"fraction": 0.3, "sigma_kms": 60.0, "scale_length_kpc": 3.0}]},
+}
+
+
+class PotentialCfg(Section):
+    """MWPotential2014's structure (mocks.MilkyWay2014): force shares at R0 and the disc's shape."""
+
+    fractions: list[float] = Field(default_factory=lambda: [0.05, 0.6, 0.35],
+                                   description="bulge, disc, halo shares of the radial force at R0 = 8 kpc (sum 1)")
+    disc_a_kpc: float = Field(3.0, gt=0.1, le=20.0, description="Miyamoto-Nagai radial scale [kpc]")
+    disc_b_kpc: float = Field(0.28, gt=0.01, le=5.0, description="Miyamoto-Nagai vertical scale [kpc]")
+
+    @field_validator("fractions")
+    @classmethod
+    def _fr(cls, v):
+        if len(v) != 3 or any(f < 0 for f in v) or abs(sum(v) - 1) > 1e-6:
+            raise ValueError(f"needs three shares >= 0 (bulge, disc, halo) summing to 1, got {v}")
+        return v
+
+
 class MockCfg(Section):
     model: Literal["milkyway", "plummer"] = "milkyway"
+    galaxy: Literal["mw2014", "h277-like"] = Field("mw2014", description="named mock galaxy (GALAXIES): sets potential "
+                                                   "and components unless they are given explicitly")
+    potential: PotentialCfg = PotentialCfg()
     n_stars: int = Field(20000, ge=200, le=50_000_000, description="expected stars in the observed ball")
     observer_kpc: list[float] = Field(default_factory=lambda: list(mocks.OBSERVER_KPC))
     radius_kpc: float = Field(mocks.SUPPORT_RADIUS_KPC, gt=0.2, le=30)
@@ -54,6 +89,16 @@ class MockCfg(Section):
         if math.hypot(v[0], v[1]) <= 0:
             raise ValueError("observer must be off the z axis (cylindrical radius > 0)")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _galaxy_defaults(cls, data):
+        if isinstance(data, dict) and data.get("galaxy") in GALAXIES:
+            g = GALAXIES[data["galaxy"]]
+            data = dict(data)
+            data.setdefault("potential", g["potential"])
+            data.setdefault("components", g["components"])
+        return data
 
     @model_validator(mode="after")
     def _fractions(self):

@@ -31,7 +31,8 @@ def _truth_cached(key: str):
     if mc.model == "plummer":
         pl = mocks.Plummer(mc.plummer_mass_msun, mc.plummer_scale_kpc)
         return pl, pl
-    pot = mocks.MilkyWay2014()
+    pc = mc.potential
+    pot = mocks.MilkyWay2014(fractions=tuple(pc.fractions), disc_a_kpc=pc.disc_a_kpc, disc_b_kpc=pc.disc_b_kpc)
     comps = [disc.DiscComponent(c.fraction, c.sigma_kms, c.scale_length_kpc) for c in mc.components]
     return pot, disc.DiscDF(pot, comps, tuple(mc.observer_kpc), mc.radius_kpc)
 
