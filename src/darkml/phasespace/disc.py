@@ -111,7 +111,9 @@ class DiscDF:
         """Λ_i(R) = 2πσ² ∫ exp(−R_c/R_d − (v²/2 + Φ(R,0) − E_c)/σ²) dv_φ and the v_φ bounds."""
         c = self.components[i]
         Rg = np.linspace(max(R_lo, 1e-2), R_hi, 700)
-        v = np.linspace(-300.0, 700.0, 2501)
+        # v_phi grid wide enough for the exp(-32) tail of this component (hot components reach further), 0.4 km/s steps
+        v_lo, v_hi = min(-300.0, -12.0 * c.sigma_kms), max(700.0, 230.0 + 12.0 * c.sigma_kms)
+        v = np.linspace(v_lo, v_hi, int(round((v_hi - v_lo) / 0.4)) + 1)
         phi0 = self.pot.potential_Rz(torch.from_numpy(Rg), torch.zeros(len(Rg), dtype=torch.float64)).numpy()
         ex = self._vphi_exponent_np(i, Rg[:, None], v[None, :])  # (nR, nv)
         top = ex.max(axis=1)
