@@ -17,12 +17,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import re
 from pathlib import Path
 
 import numpy as np
 
 from darkml.gas import study
+from darkml.gas.tables import replace_generated
 
 VARIANTS = {
     "baseline (cpu preset)": [],
@@ -79,8 +79,7 @@ def main(argv=None) -> None:
 
 
 def update_block(text: str, rows: dict) -> tuple[str, int]:
-    pat = re.compile(r"(<!-- generated: gas-sky-scan -->)\n.*?(<!-- end generated -->)", re.S)
-    return pat.subn(lambda m: f"{m.group(1)}\n{table(rows)}\n{m.group(2)}", text)
+    return replace_generated(text, "gas-sky-scan", lambda m: table(rows))
 
 
 def run_all(args) -> dict:

@@ -18,9 +18,9 @@ DR4 Cubuk et al. 2023) ships one FITS cube per square degree and isotopologue (n
 * integrates each ring's velocity window (rings.py) per longitude column and converts to
   N(H2) exactly like the synthetic survey (synthetic.integrate_planes): 12CO ``X_CO W /
   eta_mb``, 13CO LTE (Tex = 10 K) x 7.5e5;
-* takes the per-pixel channel noise from an RMS image next to the cube when present
-  (``<stem><rms_suffix>.fits``), else estimates it robustly from the cube (``1.4826 median
-  |T[i+1] - T[i]| / sqrt 2``, insensitive to line emission);
+* takes the per-pixel channel noise from the cube's RMS image when the release has one (paired
+  by release.py), else estimates it robustly from the cube (``1.4826 median |T[i+1] - T[i]| /
+  sqrt 2``, insensitive to line emission);
 * cuts the planes into 1-deg tiles ``[l0, l0 + 1) x [-0.5, 0.5)`` with integer ``l0``, longitude
   increasing along the last axis.
 
@@ -143,12 +143,6 @@ def velocity_axis_kms(header, axis: int = 3, path: str = "") -> np.ndarray:
 def _sky_axes(header, path: str) -> tuple[np.ndarray, np.ndarray]:
     from astropy.wcs import WCS
 
-    types = _axis_types(header)
-    if len(types) < 2 or not types[0].startswith("GLON") or not types[1].startswith("GLAT"):
-        raise MopraError(
-            f"{path}: axes 1 and 2 are {types[:2]}: expected Galactic longitude and latitude (GLON-*, GLAT-*); "
-            "regrid the cube to Galactic coordinates with l on axis 1 and b on axis 2"
-        )
     w = WCS(header, naxis=2)
     nl, nb = int(header["NAXIS1"]), int(header["NAXIS2"])
     il = np.arange(nl)
@@ -213,8 +207,9 @@ def read_header(path: str | Path):
     return header, lengths
 
 
-def check_cube_header(header, path: str | Path) -> None:
-    """Header checks of a (l, b, v) cube, each a MopraError naming the file and keyword."""
+def check_cube_header(header, path: str | Path) -> tuple[float, str, np.ndarray]:
+    """Header checks of a (l, b, v) cube, each a MopraError naming the file and keyword; returns
+    the BUNIT factor to K, the brightness scale and the channel velocities [km/s]."""
     types = _axis_types(header)
     if len(types) < 3:
         raise MopraError(f"{path}: NAXIS = {len(types)}: a cube needs three axes (GLON, GLAT, velocity)")
@@ -226,8 +221,8 @@ def check_cube_header(header, path: str | Path) -> None:
                          "convert the frequency axis to radio velocity first")
     if not types[2].startswith(VELOCITY_TYPES):
         raise MopraError(f"{path}: CTYPE3 = {types[2]!r}: no spectral axis; expected a velocity axis (VELO-LSR, VRAD)")
-    parse_bunit(header.get("BUNIT"), str(path))
-    velocity_axis_kms(header, 3, str(path))
+    factor, scale = parse_bunit(header.get("BUNIT"), str(path))
+    return factor, scale, velocity_axis_kms(header, 3, str(path))
 
 
 def read_cube(path: str | Path) -> Cube:
@@ -248,11 +243,7 @@ def read_cube(path: str | Path) -> Cube:
         data = data[0]
     if data.ndim != 3:
         raise MopraError(f"{path}: data has {data.ndim} axes {data.shape}: expected a 3-D (v, b, l) cube")
-    types = _axis_types(header)
-    if len(types) >= 3 and not types[2].startswith(VELOCITY_TYPES):
-        raise MopraError(f"{path}: axes are {types[:3]}: expected (GLON, GLAT, velocity) in FITS order, i.e. (v, b, l) in the array")
-    factor, scale = parse_bunit(header.get("BUNIT"), path)
-    v = velocity_axis_kms(header, 3, path)
+    factor, scale, v = check_cube_header(header, path)
     glon, glat = _sky_axes(header, path)
     if data.shape != (v.size, glat.size, glon.size):
         raise MopraError(f"{path}: data shape {data.shape} disagrees with the header axes ({v.size}, {glat.size}, {glon.size})")

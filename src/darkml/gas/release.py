@@ -25,7 +25,6 @@ printed before any work (``darkml gas simulate --mopra DIR`` and ``--dry-run``).
 from __future__ import annotations
 
 import logging
-import math
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -72,6 +71,8 @@ class FitsFile:
     bunit: str | None
     used: bool = False
     note: str = ""
+    #: the sky-grid keywords (NAXISi, CRVALi, CDELTi, CRPIXi for i = 1, 2), kept from the one header read
+    grid: dict[str, float] = field(default_factory=dict, repr=False)
 
 
 @dataclass
@@ -92,7 +93,8 @@ class Inventory:
 
     def as_dict(self) -> dict[str, Any]:
         return {"folder": self.folder, "n_files": len(self.files), "n_pairs": len(self.pairs),
-                "files": [{**asdict(f), "path": _rel(f.path, self.folder)} for f in self.files]}
+                "files": [{**{k: v for k, v in asdict(f).items() if k != "grid"}, "path": _rel(f.path, self.folder)}
+                          for f in self.files]}
 
 
 def _rel(path: str, folder: str) -> str:
@@ -151,6 +153,15 @@ def _image_kind(path: Path, bunit: str | None) -> str:
     return "image"
 
 
+def _grid(header) -> dict[str, float]:
+    out = {}
+    for i in (1, 2):
+        out[f"NAXIS{i}"] = int(header.get(f"NAXIS{i}", 0))
+        for k, default in (("CRVAL", 0.0), ("CDELT", 1.0), ("CRPIX", 1.0)):
+            out[f"{k}{i}"] = float(header.get(f"{k}{i}", default))
+    return out
+
+
 def _classify(path: Path) -> FitsFile:
     header, lengths = read_header(path)
     bunit = header.get("BUNIT")
@@ -161,7 +172,7 @@ def _classify(path: Path) -> FitsFile:
             raise MopraError(f"{path}: NAXIS4 = {lengths[3]}: only a degenerate (length-1) 4th axis is allowed")
         check_cube_header(header, path)
         iso = _isotope(header, path)
-        f = FitsFile(str(path), "cube", iso, key, shape, bunit and str(bunit))
+        f = FitsFile(str(path), "cube", iso, key, shape, bunit and str(bunit), grid=_grid(header))
         if iso not in ("12CO", "13CO"):
             f.note = f"{iso or 'unknown isotopologue'} cube: this study maps 13CO from 12CO"
         return f
@@ -180,16 +191,15 @@ def _classify(path: Path) -> FitsFile:
 
 def _check_pair_grids(a: FitsFile, b: FitsFile) -> None:
     """12CO and 13CO cubes of a field must share the sky grid; checked from the headers, before any work."""
-    ha, _ = read_header(a.path)
-    hb, _ = read_header(b.path)
+    ha, hb = a.grid, b.grid
     for i in (1, 2):
-        if int(ha[f"NAXIS{i}"]) != int(hb[f"NAXIS{i}"]):
+        if ha[f"NAXIS{i}"] != hb[f"NAXIS{i}"]:
             raise MopraError(f"{a.path} and {b.path}: NAXIS{i} = {ha[f'NAXIS{i}']} vs {hb[f'NAXIS{i}']}: the 12CO and "
                              "13CO sky grids differ; regrid one onto the other")
-        pix = abs(float(ha.get(f"CDELT{i}", 1.0)))
-        wa = float(ha.get(f"CRVAL{i}", 0.0)) + (1 - float(ha.get(f"CRPIX{i}", 1.0))) * float(ha.get(f"CDELT{i}", 1.0))
-        wb = float(hb.get(f"CRVAL{i}", 0.0)) + (1 - float(hb.get(f"CRPIX{i}", 1.0))) * float(hb.get(f"CDELT{i}", 1.0))
-        if abs(float(ha.get(f"CDELT{i}", 1.0)) - float(hb.get(f"CDELT{i}", 1.0))) > 1e-3 * pix or abs(wa - wb) > 0.01 * pix:
+        pix = abs(ha[f"CDELT{i}"])
+        wa = ha[f"CRVAL{i}"] + (1 - ha[f"CRPIX{i}"]) * ha[f"CDELT{i}"]
+        wb = hb[f"CRVAL{i}"] + (1 - hb[f"CRPIX{i}"]) * hb[f"CDELT{i}"]
+        if abs(ha[f"CDELT{i}"] - hb[f"CDELT{i}"]) > 1e-3 * pix or abs(wa - wb) > 0.01 * pix:
             raise MopraError(f"{a.path} and {b.path}: CRVAL{i}/CDELT{i}/CRPIX{i} put the first pixel at {wa:.6g} vs "
                              f"{wb:.6g} deg (pixel {pix:.3g} deg): the 12CO and 13CO sky grids differ; regrid one onto "
                              "the other")
@@ -268,12 +278,12 @@ def load_survey(folder: str | Path, xco: Sequence[float], eta_mb: float = 0.55, 
 
     Tiles covered by several cubes (a mosaic) are merged pixel by pixel, each pixel from the cube
     that covers it best, when the cubes share a pixel lattice; cubes on lattices offset by a
-    fraction of a pixel are never mixed (the one covering more of the tile is kept). A tile whose valid-pixel fraction is below its footprint (blanks inside
-    the cube's extent) is reported; a tile covering less than ``min_footprint`` of its area is
-    dropped.
+    fraction of a pixel are never mixed (the one covering more of the tile is kept). A tile whose
+    valid-pixel fraction is below its footprint (blanks inside the cube's extent) is reported; a
+    tile covering less than ``min_footprint`` of its area is dropped.
     """
     inv = scan_release(folder)
-    log.info("%s", inv.table())
+    log.debug("%s", inv.table())                 # printed before any work by check_release (the preflight)
     merged: dict[float, dict[str, Any]] = {}
     n_pix = None
     for f12, f13, n12, n13 in inv.pairs:
@@ -328,5 +338,4 @@ def load_survey(folder: str | Path, xco: Sequence[float], eta_mb: float = 0.55, 
 def tile_summary(tiles: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     """Per-tile footprint and valid fraction (for metrics.json and the report)."""
     return [{"l_lo_deg": t["l_lo_deg"], "footprint": round(float(t["footprint"]), 4),
-             "valid_fraction": round(float(t["valid_fraction"]), 4), "source": t["source"]} for t in tiles
-            if math.isfinite(t["footprint"])]
+             "valid_fraction": round(float(t["valid_fraction"]), 4), "source": t["source"]} for t in tiles]

@@ -23,7 +23,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-__all__ = ["PAPER", "extract", "render", "update_markdown", "main"]
+__all__ = ["PAPER", "extract", "render", "replace_generated", "update_markdown", "main"]
 
 #: Table 1 of the paper (real MOPRA): GP, WMAE CNN, Poisson CNN
 PAPER = {"pearson": (0.84, 0.87, 0.85), "scaled_abs_error": (0.0137, 0.0135, 0.0136),
@@ -119,22 +119,22 @@ def render(res: dict[str, Any], table: str) -> str:
     return TABLES[table](res)
 
 
+def replace_generated(text: str, key: str, render_block) -> tuple[str, int]:
+    """Rewrite every ``<!-- generated: KEY -->`` … ``<!-- end generated -->`` block of ``text``
+    whose key matches the regular expression ``key``; ``render_block(match)`` gives the new
+    content. Returns the new text and the number of blocks rewritten."""
+    pat = re.compile(r"(<!-- generated: " + key + r" -->)\n.*?(<!-- end generated -->)", re.S)
+    return pat.subn(lambda m: f"{m.group(1)}\n{render_block(m)}\n{m.group(m.lastindex)}", text)
+
+
 def update_markdown(text: str, name: str, res: dict[str, Any]) -> tuple[str, int]:
     """Replace every ``gas-<name>-<table>`` block; returns the new text and the number of blocks."""
-    count = 0
-
-    def sub(m: re.Match) -> str:
-        nonlocal count
-        count += 1
-        return f"{m.group(1)}\n{render(res, m.group(2))}\n{m.group(3)}"
-
-    pat = re.compile(r"(<!-- generated: gas-" + re.escape(name) + r"-(\w+) -->)\n.*?(<!-- end generated -->)", re.S)
-    return pat.sub(sub, text), count
+    return replace_generated(text, "gas-" + re.escape(name) + r"-(\w+)", lambda m: render(res, m.group(2)))
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Regenerate the gas study's docs tables from a run's metrics.json")
-    ap.add_argument("run_dir", nargs="?", help="run directory (omit with --from-results to use the committed numbers)")
+    ap.add_argument("run_dir", nargs="?", help="run directory (omit it to render from the committed --results file)")
     ap.add_argument("--name", default="cpu", help="table set name: blocks gas-<name>-<table>")
     ap.add_argument("--command", default=None, help="the command that made the run (recorded beside the numbers)")
     ap.add_argument("--results", default=None, help="JSON kept for the docs (default docs/results/gas-<name>.json)")
