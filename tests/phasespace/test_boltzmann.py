@@ -39,19 +39,11 @@ def test_exact_plummer_df_gives_exact_acceleration(plummer, weighting):
     assert res.residual.max().item() < 1e-6
 
 
-def test_exact_disc_df_gives_exact_acceleration(mw, disc_df):
+def test_exact_disc_df_gives_exact_acceleration(mw, disc_df, disc_like_velocities):
     """Any f(E, Lz) solves the steady Boltzmann equation in its potential: the solver must find −∇Φ."""
     rng = np.random.default_rng(1)
     x = torch.tensor([OBSERVER_KPC, (7.0, 1.0, 0.5), (10.5, -1.0, -1.2)], dtype=torch.float64)
-
-    def sample_v(xb, n, generator=None, base=None):  # any velocities work for an exact f; use disc-like ones
-        R = torch.sqrt(xb[:, 0] ** 2 + xb[:, 1] ** 2)
-        v = torch.tensor(rng.normal(size=(xb.shape[0], n, 3)) * 40.0)
-        v[..., 0] += (-200 * xb[:, 1] / R)[:, None]
-        v[..., 1] += (200 * xb[:, 0] / R)[:, None]
-        return v
-
-    res = solve_acceleration(disc_df.log_df, sample_v, x, 400, weighting="log")
+    res = solve_acceleration(disc_df.log_df, disc_like_velocities(rng, 40.0), x, 400, weighting="log")
     truth = mw.acceleration(x)
     assert torch.max(torch.abs(res.a - truth) / truth.norm(dim=-1, keepdim=True)).item() < 1e-3
 

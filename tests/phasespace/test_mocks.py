@@ -192,7 +192,7 @@ def test_component_densities_add_up_and_dark_matter_summary():
     assert dm["required_total_precision_for_10pct_dm"] == pytest.approx(0.1 * (t_tot - t_b) / t_tot)
 
 
-def test_h277_like_galaxy_is_selectable_by_name_and_exact():
+def test_h277_like_galaxy_is_selectable_by_name_and_exact(disc_like_velocities):
     """The second mock family: the paper's smoothed density at the Sun, a thicker tracer disc,
     and still an exact steady state (the Boltzmann solve with its exact f returns −∇Φ)."""
     import numpy as np
@@ -213,14 +213,6 @@ def test_h277_like_galaxy_is_selectable_by_name_and_exact():
     z_thin = np.median(np.abs(truth_model(thin)[1].sample(5000, rng)[0][:, 2]))
     assert z_thick > 1.8 * z_thin
     x = torch.tensor([thick.mock.observer_kpc, (7.0, 1.0, 0.5)], dtype=torch.float64)
-
-    def sample_v(xb, n, generator=None, base=None):
-        R = torch.sqrt(xb[:, 0] ** 2 + xb[:, 1] ** 2)
-        v = torch.tensor(rng.normal(size=(xb.shape[0], n, 3)) * 50.0)
-        v[..., 0] += (-200 * xb[:, 1] / R)[:, None]
-        v[..., 1] += (200 * xb[:, 0] / R)[:, None]
-        return v
-
-    res = solve_acceleration(df.log_df, sample_v, x, 400, weighting="log")
+    res = solve_acceleration(df.log_df, disc_like_velocities(rng, 50.0), x, 400, weighting="log")
     truth = pot.acceleration(x)
     assert torch.max(torch.abs(res.a - truth) / truth.norm(dim=-1, keepdim=True)).item() < 1e-3

@@ -41,7 +41,7 @@ class DiscComponentCfg(Section):
 #: 3.06e7), a thicker disc (b = 0.9 kpc, above the simulation's 0.173 kpc resolution) holding 35 %
 #: of the radial force at R0 instead of 60 % (halo 60 %), and hotter tracers (35 / 60 km/s).
 GALAXIES = {
-    "mw2014": {"potential": {"fractions": [0.05, 0.6, 0.35], "disc_a_kpc": 3.0, "disc_b_kpc": 0.28},
+    "mw2014": {"potential": {},                       # PotentialCfg's defaults: MWPotential2014 itself
                "components": [{"fraction": 0.8, "sigma_kms": 25.0, "scale_length_kpc": 2.5},
                               {"fraction": 0.2, "sigma_kms": 45.0, "scale_length_kpc": 2.5}]},
     "h277-like": {"potential": {"fractions": [0.05, 0.35, 0.6], "disc_a_kpc": 3.0, "disc_b_kpc": 0.9},
@@ -74,9 +74,8 @@ class MockCfg(Section):
     n_stars: int = Field(20000, ge=200, le=50_000_000, description="expected stars in the observed ball")
     observer_kpc: list[float] = Field(default_factory=lambda: list(mocks.OBSERVER_KPC))
     radius_kpc: float = Field(mocks.SUPPORT_RADIUS_KPC, gt=0.2, le=30)
-    components: list[DiscComponentCfg] = Field(default_factory=lambda: [
-        DiscComponentCfg(fraction=0.8, sigma_kms=25.0, scale_length_kpc=2.5),
-        DiscComponentCfg(fraction=0.2, sigma_kms=45.0, scale_length_kpc=2.5)])
+    components: list[DiscComponentCfg] = Field(
+        default_factory=lambda: [DiscComponentCfg(**c) for c in GALAXIES["mw2014"]["components"]])
     plummer_mass_msun: float = Field(1.0e11, gt=0)
     plummer_scale_kpc: float = Field(8.0, gt=0)
     chunk_size: int = Field(50_000, ge=500, le=5_000_000)
@@ -93,8 +92,8 @@ class MockCfg(Section):
     @model_validator(mode="before")
     @classmethod
     def _galaxy_defaults(cls, data):
-        if isinstance(data, dict) and data.get("galaxy") in GALAXIES:
-            g = GALAXIES[data["galaxy"]]
+        if isinstance(data, dict) and data.get("galaxy", "mw2014") in GALAXIES:
+            g = GALAXIES[data.get("galaxy", "mw2014")]
             data = dict(data)
             data.setdefault("potential", g["potential"])
             data.setdefault("components", g["components"])

@@ -55,6 +55,21 @@ def _interp_torch(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor) -> torch.
 
 
 
+class _SplineFn(torch.autograd.Function):
+    """A scipy CubicSpline as a torch function of R with its first derivative (for ∇ log ν)."""
+
+    @staticmethod
+    def forward(ctx, R, spline, dspline):
+        ctx.save_for_backward(R)
+        ctx.dspline = dspline
+        return torch.as_tensor(spline(R.detach().cpu().numpy()), dtype=R.dtype, device=R.device)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (R,) = ctx.saved_tensors
+        return grad * torch.as_tensor(ctx.dspline(R.detach().cpu().numpy()), dtype=R.dtype, device=R.device), None, None
+
+
 class DiscDF:
     """A rotating disc tracer population ``f(E, Lz)`` in an axisymmetric potential.
 
@@ -160,6 +175,23 @@ class DiscDF:
             tot += np.exp(self.log_norm[i] + self._log_nu_unnorm_np(i, R, xn[..., 2], self.radius))
         inside = np.linalg.norm(xn - np.asarray(self.observer), axis=-1) <= self.radius
         return torch.as_tensor(np.where(inside, tot, 0.0), dtype=x.dtype, device=x.device)
+
+    def log_nu(self, x: torch.Tensor) -> torch.Tensor:
+        """log ν(x), normalised over the ball like :meth:`number_density`, differentiable in x (torch).
+
+        ν_i(R, z) = Λ_i(R) exp(−(Φ(R, z) − Φ(R, 0))/σ_i²) — the construction of :meth:`number_density`
+        — with the tabulated log Λ_i(R) differentiated through its cubic spline. No cut at the ball's
+        edge (the formula continues smoothly beyond it).
+        """
+        x64 = x.to(torch.float64)
+        R = torch.sqrt(x64[..., 0] ** 2 + x64[..., 1] ** 2)
+        z = x64[..., 2]
+        dphi = self.pot.potential_Rz(R, z) - self.pot.potential_Rz(R, torch.zeros_like(z))
+        terms = []
+        for i, c in enumerate(self.components):
+            spline = self._table(i, self.radius)["logLam"]
+            terms.append(float(self.log_norm[i]) + _SplineFn.apply(R, spline, spline.derivative()) - dphi / c.sigma_kms**2)
+        return torch.logsumexp(torch.stack(terms, 0), 0).to(x.dtype)
 
     def log_df(self, x: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """log f(x, v) [kpc^-3 (km/s)^-3], normalised over the observed ball; differentiable (torch)."""

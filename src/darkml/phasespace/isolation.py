@@ -4,7 +4,7 @@
 
 For a trained run on the disc mock, the smoothed density at the observer (the paper's kernel)
 and the mid-plane curvature of ln ν are computed with every ingredient of the method replaced
-in turn by the exact one (``DiscDF``: f(E, Lz) and its density ν(x), differentiable in torch):
+in turn by the exact one (``DiscDF.log_df`` and ``DiscDF.log_nu``, both differentiable in torch):
 
 | row | ν(x) | p(v|x) | acceleration | density |
 |---|---|---|---|---|
@@ -36,41 +36,7 @@ from . import boltzmann, gauss
 from .config import PhaseSpaceConfig
 from .dataset import truth_model
 
-__all__ = ["exact_log_nu", "HybridModel", "isolate", "midplane_curvature"]
-
-
-class _Spline(torch.autograd.Function):
-    """A scipy CubicSpline as a differentiable torch function of R (first derivatives)."""
-
-    @staticmethod
-    def forward(ctx, R, spline, dspline):
-        ctx.save_for_backward(R)
-        ctx.dspline = dspline
-        return torch.as_tensor(spline(R.detach().cpu().numpy()), dtype=R.dtype, device=R.device)
-
-    @staticmethod
-    def backward(ctx, grad):
-        (R,) = ctx.saved_tensors
-        d = torch.as_tensor(ctx.dspline(R.detach().cpu().numpy()), dtype=R.dtype, device=R.device)
-        return grad * d, None, None
-
-
-def exact_log_nu(df, x: torch.Tensor) -> torch.Tensor:
-    """log ν(x) of a :class:`~darkml.phasespace.disc.DiscDF`, normalised over its ball, differentiable in x.
-
-    ν_i(R, z) = Λ_i(R) exp(−(Φ(R, z) − Φ(R, 0))/σ_i²) (the DF's own construction), summed over
-    components with the DF's normalisation.
-    """
-    x64 = x.to(torch.float64)
-    R = torch.sqrt(x64[..., 0] ** 2 + x64[..., 1] ** 2)
-    z = x64[..., 2]
-    dphi = df.pot.potential_Rz(R, z) - df.pot.potential_Rz(R, torch.zeros_like(z))
-    terms = []
-    for i, c in enumerate(df.components):
-        tab = df._table(i, df.radius)
-        spline = tab["logLam"]
-        terms.append(float(df.log_norm[i]) + _Spline.apply(R, spline, spline.derivative()) - dphi / c.sigma_kms**2)
-    return torch.logsumexp(torch.stack(terms, 0), 0).to(x.dtype)
+__all__ = ["HybridModel", "isolate", "midplane_curvature"]
 
 
 class HybridModel(nn.Module):
@@ -86,11 +52,11 @@ class HybridModel(nn.Module):
         if self.nu == "learned" and self.pv == "learned":
             return self.flow.log_prob(x, v)
         x64, v64 = x.to(torch.float64), v.to(torch.float64)
-        log_nu = self.flow.log_nu(x).to(torch.float64) if self.nu == "learned" else exact_log_nu(self.df, x64)
+        log_nu = self.flow.log_nu(x).to(torch.float64) if self.nu == "learned" else self.df.log_nu(x64)
         if self.pv == "learned":
             log_pv = self.flow.log_p_v(v, x).to(torch.float64)
         else:
-            log_pv = self.df.log_df(x64, v64) - exact_log_nu(self.df, x64)
+            log_pv = self.df.log_df(x64, v64) - self.df.log_nu(x64)
         return (log_nu + log_pv).to(x.dtype)
 
     def sample_v(self, *args, **kwargs) -> torch.Tensor:
@@ -131,7 +97,7 @@ def isolate(cfg: PhaseSpaceConfig, run: Run, member: int = 0, dataset: str = "or
         rows[key] = gauss.density_fast(lambda p: field(p.to(torch.float64)).to(torch.float64), sun, kernel,
                                        *m.fast_nodes).rho
     R0 = math.hypot(sun[0], sun[1])
-    k_true = midplane_curvature(lambda p: exact_log_nu(df, p), R0)
+    k_true = midplane_curvature(df.log_nu, R0)
     k_flow = midplane_curvature(lambda p: flow.log_nu(p.float()), R0)
     out = {"member": member, "dataset": dataset, "n_stars": cfg.mock.n_stars,
            "z_stretch_kpc": cfg.flow.z_stretch_kpc, "flow": f"{cfg.flow.model} {cfg.flow.transforms} x {cfg.flow.hidden}",
