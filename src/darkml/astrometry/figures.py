@@ -27,10 +27,6 @@ from .config import SCENARIOS, AstrometryConfig  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-SCENARIO_STYLE = {  # Fig. 6: red for sigma_u = 1, blue for 0.1; width grows with N_q
-    "A": ("tab:red", 1.2), "B": ("tab:blue", 1.2), "C": ("tab:red", 2.4), "D": ("tab:blue", 2.4), "E": ("tab:red", 3.6),
-}
-
 
 def _moll_row(fig, maps: list[np.ndarray], titles: list[str], row: int, nrows: int, unit: str, symmetric: bool = True,
               ncols: int | None = None) -> None:
@@ -75,14 +71,13 @@ def survey_style(n_q: float, sigma_u: float) -> tuple[Any, float]:
     return tuple(t * red + (1 - t) * blue), 1.2 + 1.2 * max(np.log10(n_q / 1e8), 0.0)
 
 
-def fig_roc(ev: dict[str, Any], model: str, scenarios: list[str], surveys: dict[str, Any] | None = None) -> Any:
+def fig_roc(ev: dict[str, Any], model: str, scenarios: list[str], surveys: dict[str, Any]) -> Any:
     """Fig. 6: ROC per scenario, the CNN beside the χ² baseline; AUC with its interval in the legends."""
     fig, axes = plt.subplots(1, 2, figsize=(11.5, 5.4), layout="constrained")
     for s in scenarios:
         if s not in ev["roc"] or model not in ev["roc"][s]:
             continue
-        sv = (surveys or {}).get(s)
-        color, lw = survey_style(sv.n_q, sv.sigma_u) if sv is not None else SCENARIO_STYLE.get(s, ("tab:gray", 1.5))
+        color, lw = survey_style(surveys[s].n_q, surveys[s].sigma_u)
         r = ev["roc"][s][model]
         axes[0].plot(r["fpr"], r["tpr"], color=color, lw=lw, label=f"{s}: {fmt_ci(ev['auc'][s][model])}")
         b = ev["baseline"][s]

@@ -175,12 +175,12 @@ def evaluate(run: Run) -> dict[str, Any]:
     e = cfg.evaluate
     out: dict[str, Any] = {"auc": {}, "roc": {}, "baseline": {}, "ceiling": {}}
     scores: dict[str, dict[str, np.ndarray]] = {}
+    tests: dict[str, tuple[dict[str, np.ndarray], np.ndarray]] = {}   # scenario -> (test split, network input)
     for scenario, model_name in _jobs(cfg):
-        te = load_split(cfg, run, scenario, "test")
+        te, x = _test_split(cfg, run, scenario, tests)
         scale = noise_scale(cfg, scenario)
         module = _trained(cfg, run, scenario, model_name)
-        probs = predict(module, make_loader(ArrayDataset(network_input(cfg, te["maps"], scenario), te["label"]), 256,
-                                            shuffle=False))
+        probs = predict(module, make_loader(ArrayDataset(x, te["label"]), 256, shuffle=False))
         rep = metrics.binary_report(te["label"], probs[:, 1], n_boot=e.n_boot, level=e.ci_level, seed=cfg.seed)
         if model_name == cfg.train.model:
             scores[scenario] = {"label": te["label"], "signal_index": te["signal_index"], "pair": te["index"] // 2,
@@ -197,24 +197,31 @@ def evaluate(run: Run) -> dict[str, Any]:
         log.info("scenario %s %s: AUC %.3f (χ² baseline %.3f, oracle %.3f)", scenario, model_name, rep["auc"]["value"],
                  out["baseline"][scenario]["auc"]["value"], out["ceiling"][scenario]["oracle_auc"]["value"])
     if _curve_jobs(cfg):
-        out["learning_curve"] = _learning_curve(cfg, run, out)
+        out["learning_curve"] = _learning_curve(cfg, run, out, tests)
     if e.frontier:
         out["frontier"] = frontier.frontier_claims(out, scores, {s: cfg.data.survey(s) for s in cfg.data.scenarios},
                                                    cfg.sky.nside, cfg.train.model, e.n_boot, e.ci_level, cfg.seed)
-    out["attribution"] = _attribution(cfg, run)
+    out["attribution"] = _attribution(cfg, run, tests)
     flat = {f"{s}/{k}": v for s, d in scores.items() for k, v in d.items()}
     np.savez_compressed(run.path / "test_scores.npz", **flat)
     run.update_metrics({"evaluation": out})
     return out
 
 
-def _learning_curve(cfg: AstrometryConfig, run: Run, out: dict[str, Any]) -> dict[str, Any]:
+def _test_split(cfg: AstrometryConfig, run: Run, scenario: str, cache: dict) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """A scenario's test split and the CNN's input made from it, read and computed once per evaluation."""
+    if scenario not in cache:
+        te = load_split(cfg, run, scenario, "test")
+        cache[scenario] = (te, network_input(cfg, te["maps"], scenario))
+    return cache[scenario]
+
+
+def _learning_curve(cfg: AstrometryConfig, run: Run, out: dict[str, Any], tests: dict) -> dict[str, Any]:
     """Test AUC per training-set size for the curve scenarios, and the extrapolation (frontier.py)."""
     e = cfg.evaluate
     res: dict[str, Any] = {}
     for scenario in cfg.train.curve_scenarios:
-        te = load_split(cfg, run, scenario, "test")
-        x = network_input(cfg, te["maps"], scenario)
+        te, x = _test_split(cfg, run, scenario, tests)
         sizes, aucs = [], []
         for n in cfg.train.train_sizes:
             if n < cfg.data.n_train:
@@ -245,18 +252,18 @@ def _ceiling(cfg: AstrometryConfig, run: Run, scenario: str, te: dict[str, np.nd
                                   cfg.seed)
 
 
-def _attribution(cfg: AstrometryConfig, run: Run) -> dict[str, Any]:
+def _attribution(cfg: AstrometryConfig, run: Run, tests: dict) -> dict[str, Any]:
     e = cfg.evaluate
     scenario = e.attribution_scenario
     if e.attribution_maps == 0 or scenario not in cfg.data.scenarios:
         return {}
-    te = load_split(cfg, run, scenario, "test")
+    te, x_all = _test_split(cfg, run, scenario, tests)
     sig = np.nonzero(te["label"] == 1)[0][: e.attribution_maps]
     if sig.size == 0:
         return {}
     scale = noise_scale(cfg, scenario)
     module = _trained(cfg, run, scenario, cfg.train.model)
-    x = torch.as_tensor(network_input(cfg, te["maps"][sig], scenario), dtype=torch.float32)
+    x = torch.as_tensor(x_all[sig], dtype=torch.float32)
     attr = attribution.integrated_gradients(module.model, x, target=1, steps=e.ig_steps)
     positive = attribution.positive_smoothed(attr, sigma_px=e.smoothing_px)
     # references on the same maps: a random attribution (smoothed white noise) and the smoothed
@@ -287,13 +294,11 @@ def _attribution(cfg: AstrometryConfig, run: Run) -> dict[str, Any]:
 
 
 def _mean_ci(values: np.ndarray, n_boot: int, level: float, seed: int) -> dict[str, float | None]:
-    """Mean over maps with a bootstrap percentile interval."""
+    """Mean over the maps with a finite value, with a bootstrap percentile interval."""
     v = values[np.isfinite(values)]
-    res: dict[str, float | None] = {"value": float(v.mean()) if v.size else None, "lo": None, "hi": None}
-    if v.size > 1:
-        means = v[np.random.default_rng(seed).integers(0, v.size, size=(n_boot, v.size))].mean(axis=1)
-        res["lo"], res["hi"] = float(np.quantile(means, (1 - level) / 2)), float(np.quantile(means, (1 + level) / 2))
-    return res
+    if v.size < 2:
+        return {"value": float(v.mean()) if v.size else None, "lo": None, "hi": None}
+    return metrics.bootstrap_ci(np.mean, v, n_boot=n_boot, level=level, seed=seed)
 
 
 def report(run: Run) -> Path:
