@@ -66,7 +66,7 @@ class FitsFile:
     path: str
     kind: str                       # cube, noise, tsys, coverage, image (unknown 2-D), other
     isotope: str | None
-    field: str
+    key: str                        # the field (pointing) the file belongs to: field_key(path)
     shape: tuple[int, ...]
     bunit: str | None
     used: bool = False
@@ -219,18 +219,18 @@ def scan_release(folder: str | Path) -> Inventory:
     noises: dict[tuple[str, str], FitsFile] = {}
     for f in inv.files:
         if f.kind == "cube" and f.isotope in ("12CO", "13CO"):
-            other = cubes.get((f.field, f.isotope))
+            other = cubes.get((f.key, f.isotope))
             if other is not None:
-                raise MopraError(f"{f.path} and {other.path}: two {f.isotope} cubes of field {f.field!r}; "
+                raise MopraError(f"{f.path} and {other.path}: two {f.isotope} cubes of field {f.key!r}; "
                                  "keep one (e.g. the Vcrop cube) in the release folder")
-            cubes[(f.field, f.isotope)] = f
+            cubes[(f.key, f.isotope)] = f
         elif f.kind == "noise":
             if f.isotope is None:
                 f.note = "noise image without isotopologue (no RESTFRQ, no 12CO/13CO in the name)"
-            elif (f.field, f.isotope) in noises:
-                f.note = f"second {f.isotope} noise image of field {f.field!r}: {noises[(f.field, f.isotope)].path} used"
+            elif (f.key, f.isotope) in noises:
+                f.note = f"second {f.isotope} noise image of field {f.key!r}: {noises[(f.key, f.isotope)].path} used"
             else:
-                noises[(f.field, f.isotope)] = f
+                noises[(f.key, f.isotope)] = f
     for (key, iso), cube in sorted(cubes.items()):
         if iso != "12CO":
             continue
