@@ -120,7 +120,7 @@ def test_draw_is_deterministic_and_classes_share_main_lens_and_source():
 
 
 def test_cdm_counts_positions_and_axion_labels():
-    c = LensingSimConfig()
+    c = LensingSimConfig(cdm=P.CDMCfg(count="poisson", slope=-1.9))
     rec = draw_records(c, np.random.default_rng(0), P.class_labels(0, 6000))
     lab = rec.labels
     counts = np.bincount(rec.subhalos["index"], minlength=len(rec))
@@ -128,6 +128,11 @@ def test_cdm_counts_positions_and_axion_labels():
     n = counts[lab == 1]
     assert n.mean() == pytest.approx(25, abs=0.5)  # Poisson: mean = variance = 25
     assert n.var() == pytest.approx(25, rel=0.15)
+    # the default (the scripts' draw): exactly 25 per CDM image, same stream otherwise
+    fixed = draw_records(LensingSimConfig(), np.random.default_rng(0), P.class_labels(0, 6000))
+    nf = np.bincount(fixed.subhalos["index"], minlength=len(fixed))
+    assert np.all(nf[lab == 1] == 25) and nf[lab != 1].sum() == 0
+    assert np.array_equal(fixed.scalars["src_x"], rec.scalars["src_x"])
     r = np.hypot(rec.subhalos["x"] - rec.scalars["lens_x"][rec.subhalos["index"]],
                  rec.subhalos["y"] - rec.scalars["lens_y"][rec.subhalos["index"]])
     assert r.min() >= 0.25 and r.max() <= 2.0
@@ -209,3 +214,56 @@ def test_degenerate_records_are_rejected():
         P.check_records(rec)
     with pytest.raises(RecordError, match="labels"):
         draw_records(c, np.random.default_rng(0), np.array([0, 3]))
+
+
+# ---- the papers' population, the fixed lens and their bad input ------------------------------
+def test_default_population_is_the_scripts_and_its_mean_mass_matches_the_draw():
+    c = P.CDMCfg()
+    assert (c.count, c.mean_number, c.slope, c.mass_min, c.mass_max) == ("fixed", 25, -0.9, 1e6, 1e10)
+    # closed form <M> of M^-0.9 on [1e6, 1e10] against quadrature and a large draw
+    num = integrate.quad(lambda m: m**0.1, 1e6, 1e10, limit=200)[0]
+    den = integrate.quad(lambda m: m**-0.9, 1e6, 1e10, limit=200)[0]
+    assert P.mean_subhalo_mass(1e6, 1e10, -0.9) == pytest.approx(num / den, rel=1e-6)
+    assert c.mean_total_mass() == pytest.approx(3.78e10, rel=0.01)  # the facts: ~3.6-3.8e10 per image
+    m = P.subhalo_masses(np.random.default_rng(0).uniform(size=400_000), 1e6, 1e10, -0.9)
+    assert m.mean() == pytest.approx(P.mean_subhalo_mass(1e6, 1e10, -0.9), rel=0.01)
+    assert P.mean_subhalo_mass(1e6, 1e10, -1.0) == pytest.approx((1e10 - 1e6) / math.log(1e4), rel=1e-12)
+    assert P.CDMCfg(count="poisson", slope=-1.9).mean_total_mass() == pytest.approx(3.4e8, rel=0.02)
+
+
+def test_fixed_lens_holds_the_scripts_lens_and_shares_the_stream():
+    from darkml.lensing.config import MainLensCfg
+
+    fixed = LensingSimConfig(lens=MainLensCfg(mode="fixed"))
+    rnd = LensingSimConfig()
+    labels = P.class_labels(0, 30)
+    a = draw_records(fixed, np.random.default_rng(4), labels)
+    b = draw_records(rnd, np.random.default_rng(4), labels)
+    assert np.all(a.scalars["lens_theta_E"] == P.einstein_radius(1e12))
+    assert np.all(a.scalars["lens_e1"] == 0.1) and np.all(a.scalars["lens_e2"] == 0.0)
+    assert np.all(a.scalars["shear_g1"] == 0.05) and np.all(a.scalars["shear_g2"] == 0.0)
+    assert np.unique(b.scalars["lens_theta_E"]).size == 30
+    for k in ("src_x", "src_amp", "noise_seed"):  # everything after the lens is the same draw
+        assert np.array_equal(a.scalars[k], b.scalars[k])
+    # a saved config (every field listed, the default ranges too) loads again
+    assert LensingSimConfig.model_validate(fixed.model_dump()).lens.mode == "fixed"
+
+
+@pytest.mark.parametrize("section, values, message", [
+    ("lens", {"mode": "fixed", "halo_mass": (1e12, 1.1e12)}, "lens.halo_mass is a range but lens.mode = fixed"),
+    ("lens", {"mode": "fixed", "shear": (0.0, 0.05)}, "lens.shear is a range but lens.mode = fixed"),
+    ("lens", {"mode": "fix"}, "choose random"),
+    ("cdm", {"slope": -1.9, "mass_min": 0.0}, "diverges at M -> 0"),
+    ("cdm", {"mass_min": 1e10, "mass_max": 1e6}, "must be < cdm.mass_max"),
+    ("cdm", {"mean_number": -1}, "greater than or equal to 0"),
+    ("cdm", {"mean_number": 2.5}, "whole number"),
+    ("cdm", {"count": "binomial"}, "choose fixed"),
+])
+def test_population_and_lens_bad_input(section, values, message):
+    from pydantic import ValidationError
+
+    from darkml.lensing.config import MainLensCfg
+
+    cls = {"lens": MainLensCfg, "cdm": P.CDMCfg}[section]
+    with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(".", r"\.")):
+        cls(**values)

@@ -24,7 +24,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from scipy.special import ndtr
 
 from .. import metrics
 from .maps import per_pixel_noise
@@ -44,10 +43,7 @@ def oracle_snr(signal: np.ndarray, sigma_pix: float) -> np.ndarray:
 
 def oracle_auc(snr: np.ndarray, n_boot: int = 1000, level: float = 0.68, seed: int = 0) -> dict[str, float]:
     """E[Φ(SNR/√2)] over maps with a bootstrap percentile interval over maps."""
-    p = ndtr(np.asarray(snr, dtype=np.float64) / np.sqrt(2.0))
-    if n_boot > 0 and p.size > 1:
-        return metrics.bootstrap_ci(np.mean, p, n_boot=n_boot, level=level, seed=seed)
-    return {"value": float(p.mean()), "lo": None, "hi": None}
+    return metrics.known_template_auc(snr, n_boot=n_boot, level=level, seed=seed)
 
 
 def ceiling_report(signal: np.ndarray, n_q: float, sigma_u: float, nside: int, n_boot: int = 1000, level: float = 0.68,

@@ -68,11 +68,46 @@ class CosmologyCfg(Section):
         return self
 
 
+class FixedLensCfg(Section):
+    """The main lens as the public DeepLense scripts hold it (``lens.mode = fixed``)."""
+
+    halo_mass: float = Field(1e12, gt=0, description="Msun; theta_E from the point-mass formula")
+    e1: float = Field(0.1, gt=-0.9, lt=0.9, description="lenstronomy ellipticity component e1")
+    e2: float = Field(0.0, gt=-0.9, lt=0.9, description="lenstronomy ellipticity component e2")
+    gamma1: float = Field(0.05, gt=-0.5, lt=0.5, description="external shear component")
+    gamma2: float = Field(0.0, gt=-0.5, lt=0.5, description="external shear component")
+
+    @model_validator(mode="after")
+    def _moduli(self):
+        if math.hypot(self.e1, self.e2) >= 0.9:
+            raise ValueError(f"lens.fixed.e1, e2 = {self.e1}, {self.e2}: |e| must be < 0.9")
+        if math.hypot(self.gamma1, self.gamma2) >= 0.5:
+            raise ValueError(f"lens.fixed.gamma1, gamma2 = {self.gamma1}, {self.gamma2}: |gamma| must be < 0.5")
+        return self
+
+
+#: the range fields a fixed main lens replaces (a fixed lens given one of them is an error)
+LENS_RANGE_FIELDS = ("halo_mass", "ellipticity", "shear")
+
+
 class MainLensCfg(Section):
+    """The SIE + shear main lens: ``mode = random`` draws it per image from the ranges;
+    ``mode = fixed`` holds it at ``lens.fixed`` (the public scripts' lens); the centre is
+    drawn in both modes (0 by default)."""
+
+    mode: Literal["random", "fixed"] = Field("random", description="random: drawn from the ranges; fixed: lens.fixed")
     halo_mass: Range = Field((8e11, 1.2e12), description="Msun, uniform; theta_E from the point-mass formula")
     ellipticity: Range = Field((0.0, 0.2), description="|e| uniform (lenstronomy e=(1-q)/(1+q)); angle uniform")
     shear: Range = Field((0.0, 0.1), description="|gamma_ext| uniform; angle uniform")
+    fixed: FixedLensCfg = FixedLensCfg()
     center: float = Field(0.0, ge=0, le=1, description="lens centre uniform in [-c, c] arcsec per axis")
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, v):
+        if v not in ("random", "fixed"):
+            raise ValueError("choose random (drawn from the ranges) or fixed (lens.fixed)")
+        return v
 
     @field_validator("halo_mass", "ellipticity", "shear")
     @classmethod
@@ -85,6 +120,16 @@ class MainLensCfg(Section):
         if info.field_name == "shear" and not (0 <= lo and hi < 0.5):
             raise ValueError(f"lens.shear = {list(v)}: must lie in [0, 0.5)")
         return lo, hi
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        # a saved config lists every field: only a range other than the default counts as given
+        given = [f for f in LENS_RANGE_FIELDS
+                 if f in self.model_fields_set and getattr(self, f) != type(self).model_fields[f].default]
+        if self.mode == "fixed" and given:
+            raise ValueError(f"lens.{given[0]} is a range but lens.mode = fixed (the fixed lens is lens.fixed); "
+                             f"remove lens.{given[0]} or set lens.mode = random")
+        return self
 
 
 class SourceCfg(Section):
@@ -108,27 +153,64 @@ class SourceCfg(Section):
 
 
 class CDMCfg(Section):
-    mean_number: float = Field(25.0, ge=0, description="Poisson mean of the subhalo count per image")
-    mass_min: float = Field(1e6, gt=0, description="Msun")
+    """CDM point-mass subhalos. Defaults: the population the public DeepLense scripts drew (the
+    papers' data): exactly 25 per image, dN/dM ∝ M^-0.9 on [1e6, 1e10] Msun (~3.8e10 Msun per
+    image). The ``*-physical`` presets draw the scripts' docstring: Poisson(25), M^-1.9."""
+
+    count: Literal["fixed", "poisson"] = Field("fixed", description="fixed: mean_number per image; poisson: Poisson(mean_number)")
+    mean_number: float = Field(25.0, ge=0, description="subhalos per image (count fixed, an integer) or the Poisson mean")
+    mass_min: float = Field(1e6, ge=0, description="Msun (0 allowed only for slope > -1)")
     mass_max: float = Field(1e10, gt=0, description="Msun")
-    slope: float = Field(-1.9, ge=-5, le=1, description="dN/dM proportional to M**slope")
+    slope: float = Field(-0.9, ge=-5, le=1, description="dN/dM proportional to M**slope")
     r_min: float = Field(0.25, ge=0, description="arcsec; radius uniform in [r_min, r_max]")
     r_max: float = Field(2.0, gt=0, description="arcsec")
     max_number: int = Field(1000, ge=1, le=MAX_POINT_MASSES, description="hard cap on subhalos per image")
 
+    @field_validator("count", mode="before")
+    @classmethod
+    def _count(cls, v):
+        if v not in ("fixed", "poisson"):
+            raise ValueError("choose fixed (mean_number per image) or poisson")
+        return v
+
     @model_validator(mode="after")
     def _check(self):
+        if not (math.isfinite(self.mass_min) and math.isfinite(self.mass_max)):
+            raise ValueError(f"cdm.mass_min, mass_max = {self.mass_min:g}, {self.mass_max:g}: must be finite")
         if self.mass_min >= self.mass_max:
             raise ValueError(f"cdm.mass_min = {self.mass_min:g} must be < cdm.mass_max = {self.mass_max:g}")
+        if self.mass_min == 0 and self.slope <= -1:
+            raise ValueError(f"cdm.slope = {self.slope:g} with cdm.mass_min = 0: the subhalo number integral of "
+                             f"M^{self.slope:g} diverges at M -> 0; need cdm.mass_min > 0 or cdm.slope > -1")
         if self.r_min >= self.r_max:
             raise ValueError(f"cdm.r_min = {self.r_min} must be < cdm.r_max = {self.r_max}")
-        need = self.mean_number + 10 * math.sqrt(self.mean_number)
+        if self.count == "fixed":
+            if self.mean_number != int(self.mean_number):
+                raise ValueError(f"cdm.mean_number = {self.mean_number:g}: cdm.count = fixed needs a whole number "
+                                 "of subhalos per image (or set cdm.count = poisson)")
+            need = self.mean_number
+        else:
+            need = self.mean_number + 10 * math.sqrt(self.mean_number)
         if need > self.max_number:
             raise ValueError(
-                f"cdm.mean_number = {self.mean_number:g}: too many subhalos per image (mean + 10 sigma = {need:.0f} "
+                f"cdm.mean_number = {self.mean_number:g}: too many subhalos per image ({need:.0f} "
                 f"> cdm.max_number = {self.max_number}; the hard limit is {MAX_POINT_MASSES} point masses per image)"
             )
         return self
+
+    def mean_total_mass(self) -> float:
+        """Expected total subhalo mass per CDM image [Msun]: N <M> with <M> of the power law."""
+        return self.mean_number * mean_subhalo_mass(self.mass_min, self.mass_max, self.slope)
+
+
+def mean_subhalo_mass(mass_min: float, mass_max: float, slope: float) -> float:
+    """<M> of dN/dM ∝ M**slope on [mass_min, mass_max] (closed form, log cases included)."""
+    def prim(p: float) -> float:  # ∫ M^p dM on the range
+        if abs(p + 1) < 1e-12:
+            return math.log(mass_max / mass_min)
+        return (mass_max ** (p + 1) - mass_min ** (p + 1)) / (p + 1)
+
+    return prim(slope + 1) / prim(slope)
 
 
 class AxionCfg(Section):
@@ -169,6 +251,16 @@ class DatasetCfg(Section):
         return v
 
 
+class DetectabilityCfg(Section):
+    """The ``detectability`` stage: ideal significance of the substructure, raw and after a
+    substructure-free refit (docs/lensing-data.md, "Detectability")."""
+
+    n_per_class: int = Field(64, ge=0, le=100_000, description="CDM and axion images measured per class (0: skip the stage)")
+    split: Literal["train", "test"] = "test"
+    max_iter: int = Field(40, ge=1, le=1000, description="Levenberg-Marquardt iterations at most")
+    batch_size: int = Field(16, ge=1, le=4096, description="images refitted together")
+
+
 class LensingSimConfig(StudyConfig):
     """The strong-lensing simulation study config (presets: ``euclid``, ``hst``, …)."""
 
@@ -181,5 +273,6 @@ class LensingSimConfig(StudyConfig):
     cdm: CDMCfg = CDMCfg()
     axion: AxionCfg = AxionCfg()
     dataset: DatasetCfg = DatasetCfg()
+    detectability: DetectabilityCfg = DetectabilityCfg()
 
 

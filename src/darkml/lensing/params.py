@@ -34,6 +34,7 @@ from .config import (  # noqa: F401 (re-exported: the records' config types)
     LensingSimConfig,
     MainLensCfg,
     Range,
+    mean_subhalo_mass,
     SourceCfg,
 )
 
@@ -57,6 +58,7 @@ __all__ = [
     "sersic_amp_from_magnitude",
     "sersic_total_flux",
     "subhalo_masses",
+    "mean_subhalo_mass",
     "vortex_half_length",
     "draw_records",
     "check_records",
@@ -126,7 +128,10 @@ def einstein_radius(mass_msun, cosmology: CosmologyCfg | None = None):
 
 
 def sersic_bn(n):
-    """b_n of the Sérsic profile in lenstronomy's approximation 1.9992 n - 0.3271 (floored)."""
+    """b_n of the Sérsic profile in lenstronomy's approximation 1.9992 n - 0.3271 (floored);
+    numpy, or torch for a tensor (differentiable)."""
+    if hasattr(n, "clamp"):
+        return (1.9992 * n - 0.3271).clamp(min=1e-5)
     return np.maximum(1.9992 * np.asarray(n, dtype=np.float64) - 0.3271, 1e-5)
 
 
@@ -252,6 +257,12 @@ def draw_records(cfg: LensingSimConfig, rng: np.random.Generator, labels: np.nda
     s["lens_x"] = rng.uniform(-L.center, L.center, n) if L.center > 0 else np.zeros(n)
     s["lens_y"] = rng.uniform(-L.center, L.center, n) if L.center > 0 else np.zeros(n)
     s["shear_g1"], s["shear_g2"] = _polar(rng, L.shear, n)
+    if L.mode == "fixed":  # the scripts' lens; drawn above anyway so both modes share the rest of the stream
+        F = L.fixed
+        s["lens_mass"] = np.full(n, F.halo_mass)
+        s["lens_theta_E"] = einstein_radius(s["lens_mass"], cfg.cosmology)
+        s["lens_e1"], s["lens_e2"] = np.full(n, F.e1), np.full(n, F.e2)
+        s["shear_g1"], s["shear_g2"] = np.full(n, F.gamma1), np.full(n, F.gamma2)
     # source
     s["src_mag"] = _uniform(rng, S.magnitude, n)
     s["src_R"] = _uniform(rng, S.r_sersic, n)
@@ -262,7 +273,9 @@ def draw_records(cfg: LensingSimConfig, rng: np.random.Generator, labels: np.nda
     s["src_amp"] = sersic_amp_from_magnitude(s["src_mag"], s["src_R"], s["src_n"], I.zero_point)
     # fixed-length draws first (counts, axion parameters, noise seeds) so that every class
     # consumes the stream identically up to the variable-length subhalo catalogue
-    counts = rng.poisson(C.mean_number, n)
+    counts = rng.poisson(C.mean_number, n)  # drawn in both count modes (same stream)
+    if C.count == "fixed":
+        counts = np.full(n, int(C.mean_number))
     counts = np.where(labels == 1, counts, 0)
     is_ax = labels == 2
     log10_m = _uniform(rng, A.log10_mass, n)

@@ -35,6 +35,22 @@ __all__ = ["Profile", "SIE", "Shear", "PointMass", "Sersic", "SIE_CORE_ARCSEC", 
 SIE_CORE_ARCSEC = 1e-10
 
 
+def _xp(x):
+    """numpy, or torch for tensors: ``kernel_params`` run on either (torch keeps gradients, which
+    the macro-model refit of :mod:`.detectability` differentiates through)."""
+    if type(x).__module__.startswith("torch"):
+        import torch
+
+        return torch
+    return np
+
+
+def _clip(x, lo=None, hi=None):
+    if _xp(x) is np:
+        return np.clip(x, lo, hi)
+    return x.clamp(min=lo, max=hi)
+
+
 class Profile:
     """One profile: lenstronomy name, keyword -> record column map, constants, config ranges."""
 
@@ -72,15 +88,15 @@ class SIE(Profile):
     @classmethod
     def kernel_params(cls, sc: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         e1, e2 = sc["lens_e1"], sc["lens_e2"]
-        phi = np.arctan2(e2, e1) / 2
-        c = np.minimum(np.hypot(e1, e2), 0.9999)
-        q = (1 - c) / (1 + c)
-        q = np.minimum(q, 0.99999999)
-        theta_major = sc["lens_theta_E"] / np.sqrt((1.0 + q**2) / (2.0 * q))
-        b = theta_major * np.sqrt((1 + q**2) / 2)
-        s = SIE_CORE_ARCSEC / np.sqrt(q)
-        eps = np.sqrt(1.0 - q**2)
-        return {"cx": sc["lens_x"], "cy": sc["lens_y"], "cos": np.cos(phi), "sin": np.sin(phi), "q": q,
+        xp = _xp(e1)
+        phi = xp.arctan2(e2, e1) / 2
+        c = _clip(xp.hypot(e1, e2), hi=0.9999)
+        q = _clip((1 - c) / (1 + c), hi=0.99999999)
+        theta_major = sc["lens_theta_E"] / xp.sqrt((1.0 + q**2) / (2.0 * q))
+        b = theta_major * xp.sqrt((1 + q**2) / 2)
+        s = SIE_CORE_ARCSEC / xp.sqrt(q)
+        eps = xp.sqrt(1.0 - q**2)
+        return {"cx": sc["lens_x"], "cy": sc["lens_y"], "cos": xp.cos(phi), "sin": xp.sin(phi), "q": q,
                 "b": b / eps, "s": s, "eps": eps}
 
 
@@ -125,10 +141,12 @@ class Sersic(Profile):
     @classmethod
     def kernel_params(cls, sc: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
         e1, e2 = sc["src_e1"], sc["src_e2"]
-        norm = np.sqrt(np.maximum(np.abs(1 - e1**2 - e2**2), 1e-6))
+        xp = _xp(e1)
+        norm = xp.sqrt(_clip(xp.abs(1 - e1**2 - e2**2), lo=1e-6))
+        n = sc["src_n"]
         return {"sx": sc["src_x"], "sy": sc["src_y"], "c11": (1 - e1) / norm, "c12": -e2 / norm,
-                "c22": (1 + e1) / norm, "amp": sc["src_amp"], "rs2": np.maximum(sc["src_R"], 1e-4) ** 2,
-                "bn": sersic_bn(sc["src_n"]), "half_inv_n": 0.5 / sc["src_n"]}
+                "c22": (1 + e1) / norm, "amp": sc["src_amp"], "rs2": _clip(sc["src_R"], lo=1e-4) ** 2,
+                "bn": sersic_bn(n), "half_inv_n": 0.5 / n}
 
 
 #: the macro lens model in the order of lenstronomy's profile list (point masses follow)

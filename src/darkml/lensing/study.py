@@ -1,8 +1,11 @@
-"""The strong-lensing simulator as a study: ``simulate`` → ``report``.
+"""The strong-lensing simulator as a study: ``simulate`` → ``detectability`` → ``report``.
 
 ``simulate`` writes ``<run>/dataset/train.zarr`` and ``test.zarr`` (see
-:mod:`darkml.lensing.dataset` for the format); ``report`` writes ``<run>/report.html`` with
-example images, parameter distributions, subhalo statistics and the flux-only check::
+:mod:`darkml.lensing.dataset` for the format); ``detectability`` measures how far each
+substructure image is from a smooth lens (sqrt(χ²), raw and after a substructure-free refit,
+and the oracle AUC it implies; :mod:`darkml.lensing.detectability`) into
+``<run>/detectability.npz``; ``report`` writes ``<run>/report.html`` with example images,
+parameter distributions, subhalo statistics, the detectability and the flux-only check::
 
     from darkml.lensing import study
     run = study.run(study.load("euclid-quick"), "runs/lens")
@@ -10,18 +13,23 @@ example images, parameter distributions, subhalo statistics and the flux-only ch
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Iterable
 
-from darkml.runs import Run
+import numpy as np
+
+from darkml.runs import Run, atomic_write_bytes
 from darkml.study import Shortcut, Stage, Study, execute
 
-from .dataset import PRESETS_DIR, SPLITS, n_per_class_overrides, simulate_dataset
+from .dataset import PRESETS_DIR, SPLITS, load_records, n_per_class_overrides, open_split, simulate_dataset
+from .detectability import detectability as measure
+from .detectability import summarise
 from .figures import report_dataset
 from .params import DatasetCfg, LensingSimConfig, RecordError
 from .simulate import BACKENDS, SimulationError
 
-__all__ = ["STUDY", "load", "simulate", "report", "run"]
+__all__ = ["STUDY", "load", "simulate", "detectability", "report", "run"]
 
 
 def load(preset: str = "quick", overrides: Iterable[str] = ()) -> LensingSimConfig:
@@ -39,9 +47,37 @@ def simulate(run: Run, workers: int = 1, scheduler: str | None = None, accelerat
     return run.dataset_path
 
 
+def detectability(run: Run) -> dict[str, Any] | None:
+    """Ideal significance of the substructure, raw and after a smooth-lens refit (oracle AUC)."""
+    cfg = run.load_config(LensingSimConfig)
+    d = cfg.detectability
+    if d.n_per_class == 0:
+        return None
+    store = open_split(run.dataset_path, d.split)
+    labels = store.read("label")
+    idx = np.concatenate([np.nonzero(labels == c)[0][: d.n_per_class] for c in (1, 2)])
+    rec, sim_cfg = load_records(run.dataset_path, d.split, np.sort(idx))
+    res = measure(rec, sim_cfg, batch_size=d.batch_size, max_iter=d.max_iter)
+    buf = io.BytesIO()
+    np.savez(buf, samples=np.sort(idx), **res)
+    atomic_write_bytes(run.path / "detectability.npz", buf.getvalue())
+    summary = summarise(res, seed=cfg.seed)
+    run.update_metrics({"detectability": summary})
+    return summary
+
+
+def _echo_detectability(summary: dict[str, Any] | None) -> str | None:
+    if not summary:
+        return "detectability: skipped (detectability.n_per_class = 0)"
+    return "; ".join(f"{name}: median sqrt(chi2) {row['raw']['sqrt_chi2']['median']:.3g} raw, "
+                     f"{row['refit']['sqrt_chi2']['median']:.3g} refit, oracle AUC {row['refit']['oracle_auc']['value']:.3f}"
+                     for name, row in summary.items())
+
+
 def report(run: Run) -> Path:
-    """Example images per class, parameter distributions, subhalo statistics, flux-only AUC."""
-    return report_dataset(run.dataset_path, out=run.report_path)
+    """Example images per class, parameter distributions, subhalo statistics, detectability, flux-only AUC."""
+    det = run.path / "detectability.npz"
+    return report_dataset(run.dataset_path, out=run.report_path, detectability=det if det.is_file() else None)
 
 
 def run(cfg: LensingSimConfig, run_dir: Path | str | None = None, **options: Any) -> Run:
@@ -67,6 +103,7 @@ STUDY = Study(
     config_model=LensingSimConfig, presets=PRESETS_DIR, default_preset="quick",
     stages=(Stage("simulate", simulate, uses=("workers", "scheduler", "accelerator"),
                   echo=lambda p: f"dataset: {p}"),
+            Stage("detectability", detectability, echo=_echo_detectability),
             Stage("report", report, echo=lambda p: f"report: {p}")),
     shortcuts=(Shortcut("--n-per-class", "training images per class (the test set keeps the preset's ratio)",
                         _n_per_class, short="-n", type=int),
