@@ -11,7 +11,7 @@ from torch import nn
 
 from .registry import register_model
 
-__all__ = ["resnet", "resnet18", "resnet50", "narrow_resnet18"]
+__all__ = ["resnet", "resnet18", "resnet50", "narrow_resnet", "narrow_resnet18"]
 
 
 def resnet(depth: int, in_channels: int = 1, num_outputs: int | None = 1, stem_init: bool = True) -> nn.Module:
@@ -54,24 +54,36 @@ def narrow_resnet18(in_channels: int = 1, num_outputs: int = 3, width: int = 16)
     2-4), global average pool, linear head; torchvision's initialisation (Kaiming normal
     convolutions, unit/zero batch norm). Parameters scale as width^2 (w = 16: 0.70 M vs 11.2 M).
     """
-    from torchvision.models.resnet import BasicBlock
+    return narrow_resnet(18, in_channels, num_outputs, width)
+
+
+def narrow_resnet(depth: int, in_channels: int = 1, num_outputs: int = 3, width: int = 16) -> nn.Module:
+    """ResNet-18 or -50 with every stage's width scaled by ``width``/64 (same topology).
+
+    ResNet-18: two ``BasicBlock``s per stage, stage widths (w, 2w, 4w, 8w). ResNet-50: (3, 4,
+    6, 3) torchvision ``Bottleneck`` blocks, inner widths (w, 2w, 4w, 8w), outputs 4x those.
+    Stem, pooling, projection shortcuts and initialisation as torchvision's."""
+    from torchvision.models.resnet import BasicBlock, Bottleneck
 
     if not 4 <= width <= 64:
         raise ValueError(f"width = {width}: must be in [4, 64]")
-
-    def stage(cin: int, cout: int, stride: int) -> nn.Sequential:
-        down = None
-        if stride != 1 or cin != cout:
-            down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
-        return nn.Sequential(BasicBlock(cin, cout, stride, down), BasicBlock(cout, cout))
-
+    if depth not in (18, 50):
+        raise ValueError(f"depth = {depth}: narrow ResNets are 18 or 50")
+    block, counts = (BasicBlock, (2, 2, 2, 2)) if depth == 18 else (Bottleneck, (3, 4, 6, 3))
     w = width
-    m = nn.Sequential(
-        nn.Conv2d(in_channels, w, kernel_size=7, stride=2, padding=3, bias=False), nn.BatchNorm2d(w), nn.ReLU(inplace=True),
-        nn.MaxPool2d(kernel_size=3, stride=2, padding=1),
-        stage(w, w, 1), stage(w, 2 * w, 2), stage(2 * w, 4 * w, 2), stage(4 * w, 8 * w, 2),
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8 * w, num_outputs),
-    )
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, w, kernel_size=7, stride=2, padding=3, bias=False),
+                               nn.BatchNorm2d(w), nn.ReLU(inplace=True), nn.MaxPool2d(kernel_size=3, stride=2, padding=1)]
+    cin = w
+    for i, n_blocks in enumerate(counts):
+        planes, stride = w * 2**i, 1 if i == 0 else 2
+        cout = planes * block.expansion
+        for k in range(n_blocks):
+            down = None
+            if k == 0 and (stride != 1 or cin != cout):
+                down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+            layers.append(block(cin, planes, stride if k == 0 else 1, down))
+            cin = cout
+    m = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(cin, num_outputs))
     for mod in m.modules():
         if isinstance(mod, nn.Conv2d):
             nn.init.kaiming_normal_(mod.weight, mode="fan_out", nonlinearity="relu")
@@ -81,7 +93,10 @@ def narrow_resnet18(in_channels: int = 1, num_outputs: int = 3, width: int = 16)
     return m
 
 
-@register_model("resnet50", description="ResNet50", options=False)
-def resnet50(in_channels: int = 1, num_outputs: int = 3) -> nn.Module:
-    """torchvision ResNet-50 from scratch, ``in_channels`` input channels."""
-    return resnet(50, in_channels, num_outputs)
+@register_model("resnet50", description="ResNet50 (width 64; width=w scales every stage: w, 2w, 4w, 8w bottleneck widths)")
+def resnet50(in_channels: int = 1, num_outputs: int = 3, width: int = 64) -> nn.Module:
+    """torchvision ResNet-50 from scratch, ``in_channels`` input channels; ``width`` < 64 gives
+    :func:`narrow_resnet` (same topology, fewer channels) for CPU-sized runs."""
+    if width == 64:
+        return resnet(50, in_channels, num_outputs)
+    return narrow_resnet(50, in_channels, num_outputs, width)

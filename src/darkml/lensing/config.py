@@ -4,7 +4,7 @@ subhalo and vortex populations, dataset sizes (every range checked before any wo
 from __future__ import annotations
 
 import math
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -261,6 +261,34 @@ class DetectabilityCfg(Section):
     batch_size: int = Field(16, ge=1, le=4096, description="images refitted together")
 
 
+class SensitivityCfg(Section):
+    """The ``sensitivity`` stage: no-substructure vs CDM classifier AUC against the total subhalo
+    mass per image (one dataset per CDM slope), beside the detectability oracle (off when
+    ``slopes`` is empty; preset ``sensitivity``)."""
+
+    slopes: list[float] = Field(default_factory=list, description="CDM mass-function slopes, one point each (empty: skip)")
+    n_per_class_train: int = Field(1500, ge=10, description="training images per class and point (incl. validation)")
+    n_per_class_test: int = Field(500, ge=10, description="test images per class and point")
+    val_fraction: float = Field(0.1, gt=0, lt=0.5)
+    model: str = Field("resnet50", description="registered model name (darkml.learn.registry)")
+    model_options: dict[str, Any] = Field(default_factory=lambda: {"width": 16})
+    epochs: int = Field(8, ge=1, le=1000)
+    lr: float = Field(1e-3, gt=0, le=1)
+    batch_size: int = Field(32, ge=1, le=4096)
+    n_detectability: int = Field(64, ge=2, description="CDM test images per point for the oracle")
+    device: Literal["cpu", "auto"] = "cpu"
+
+    @field_validator("slopes")
+    @classmethod
+    def _slopes(cls, v):
+        for x in v:
+            if not -5 <= x <= 1:
+                raise ValueError(f"slope {x}: must lie in [-5, 1]")
+        if len(set(v)) != len(v):
+            raise ValueError(f"{v}: slopes must be distinct")
+        return sorted(v)
+
+
 class LensingSimConfig(StudyConfig):
     """The strong-lensing simulation study config (presets: ``euclid``, ``hst``, …)."""
 
@@ -274,5 +302,15 @@ class LensingSimConfig(StudyConfig):
     axion: AxionCfg = AxionCfg()
     dataset: DatasetCfg = DatasetCfg()
     detectability: DetectabilityCfg = DetectabilityCfg()
+    sensitivity: SensitivityCfg = SensitivityCfg()
+
+    @model_validator(mode="after")
+    def _sensitivity_points(self):
+        for slope in self.sensitivity.slopes:  # every point must be a valid population (before any work)
+            try:
+                CDMCfg.model_validate({**self.cdm.model_dump(), "slope": slope})
+            except ValueError as exc:
+                raise ValueError(f"sensitivity.slopes: {slope}: {str(exc).splitlines()[-1]}") from None
+        return self
 
 

@@ -162,8 +162,35 @@ def _detectability_figure(res: dict[str, np.ndarray], summary: dict):
     return fig
 
 
+def _sensitivity_figure(rows: list[dict]):
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.6), constrained_layout=True)
+    m = np.array([r["median_sub_mass_total"] for r in rows])
+    cnn = [r["cnn"]["auc"] for r in rows]
+    yerr = np.array([[c["value"] - c["lo"] for c in cnn], [c["hi"] - c["value"] for c in cnn]])
+    ax.errorbar(m, [c["value"] for c in cnn], yerr=yerr, marker="o", capsize=3, color="tab:blue",
+                label=f"CNN ({rows[0]['cnn']['n_train']} training images per point)")
+    for key, ls, label in (("oracle_refit", "-", "oracle, lens refitted (classifier ceiling)"),
+                           ("oracle_raw", "--", "oracle, lens known")):
+        v = [r[key]["oracle_auc"] for r in rows]
+        ax.plot(m, [x["value"] for x in v], ls=ls, color="k", lw=1.2, label=label)
+        ax.fill_between(m, [x["lo"] for x in v], [x["hi"] for x in v], color="k", alpha=0.1, lw=0)
+    for r in rows:
+        ax.annotate(f"{r['slope']:+.1f}", (r["median_sub_mass_total"], r["cnn"]["auc"]["value"]),
+                    textcoords="offset points", xytext=(4, -12), fontsize=7, color="tab:blue")
+    ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_ylim(0.45, 1.02)
+    ax.set_xlabel("median total subhalo mass per CDM image [Msun]  (labels: mass-function slope)")
+    ax.set_ylabel("AUC, no substructure vs CDM")
+    ax.legend(fontsize=8, loc="lower right")
+    return fig
+
+
 def report_dataset(path: Path | str, out: Path | str | None = None, split: str = "train", n_examples: int = 8,
-                   max_samples: int = 30_000, detectability: Path | str | None = None) -> Path:
+                   max_samples: int = 30_000, detectability: Path | str | None = None,
+                   sensitivity: list[dict] | None = None) -> Path:
     """Write ``<path>/report.html`` (+ ``<path>/report/metrics.json`` and figures): example
     images per class, every sampled parameter's distribution, the subhalo mass function, the
     substructure's detectability (``detectability``: the stage's ``.npz``) and the flux-only AUC
@@ -253,6 +280,23 @@ def report_dataset(path: Path | str, out: Path | str | None = None, split: str =
         fig = _detectability_figure(det, summary)
         rep.add_figure(fig, "Left: sqrt(χ²) per image, raw (dashed) and after the refit (solid); the dotted line is "
                        "1σ. Right: CDM images against their total subhalo mass.", name="detectability",
+                       figures_dir=fig_dir)
+        plt.close(fig)
+    if sensitivity:
+        rep.add_heading("Substructure sensitivity")
+        rep.add_text(
+            "<p>No substructure against CDM: the same network and budget trained at each CDM mass-function slope "
+            "(everything else as this run's config), against the median total subhalo mass per image, beside the "
+            "detectability oracle on the same test images — how much substructure a lens must hold before a CNN "
+            "sees it.</p>")
+        rows = [{"slope": f"{r['slope']:+.2f}", "median mass / image [Msun]": f"{r['median_sub_mass_total']:.3g}",
+                 "CNN AUC": fmt_ci(r["cnn"]["auc"], 3), "oracle (refit)": fmt_ci(r["oracle_refit"]["oracle_auc"], 3),
+                 "oracle (lens known)": fmt_ci(r["oracle_raw"]["oracle_auc"], 3),
+                 "median sqrt(χ²) refit": f"{r['oracle_refit']['sqrt_chi2']['median']:.3g}"} for r in sensitivity]
+        rep.add_table(rows, "Sensitivity curve (68 % bootstrap intervals)")
+        fig = _sensitivity_figure(sensitivity)
+        rep.add_figure(fig, "Classifier AUC against the total subhalo mass per image (points; error bars 68 %), "
+                       "the refitted-lens oracle (solid) and the known-lens oracle (dashed).", name="sensitivity",
                        figures_dir=fig_dir)
         plt.close(fig)
     rep.add_heading("Flux-only check")

@@ -25,11 +25,12 @@ from darkml.study import Shortcut, Stage, Study, execute
 from .dataset import PRESETS_DIR, SPLITS, load_records, n_per_class_overrides, open_split, simulate_dataset
 from .detectability import detectability as measure
 from .detectability import summarise
+from .sensitivity import run_sensitivity
 from .figures import report_dataset
 from .params import DatasetCfg, LensingSimConfig, RecordError
 from .simulate import BACKENDS, SimulationError
 
-__all__ = ["STUDY", "load", "simulate", "detectability", "report", "run"]
+__all__ = ["STUDY", "load", "simulate", "detectability", "sensitivity", "report", "run"]
 
 
 def load(preset: str = "quick", overrides: Iterable[str] = ()) -> LensingSimConfig:
@@ -74,10 +75,27 @@ def _echo_detectability(summary: dict[str, Any] | None) -> str | None:
                      for name, row in summary.items())
 
 
+def sensitivity(run: Run, workers: int = 1) -> list[dict[str, Any]] | None:
+    """Classifier AUC (no substructure vs CDM) against the total subhalo mass, beside the oracle."""
+    cfg = run.load_config(LensingSimConfig)
+    if not cfg.sensitivity.slopes:
+        return None
+    return run_sensitivity(run, workers=workers)
+
+
+def _echo_sensitivity(rows: list[dict[str, Any]] | None) -> str | None:
+    if not rows:
+        return "sensitivity: skipped (sensitivity.slopes is empty)"
+    return "\n".join(f"slope {r['slope']:+.2f}: median {r['median_sub_mass_total']:.3g} Msun/image, CNN AUC "
+                     f"{r['cnn']['auc']['value']:.3f}, oracle {r['oracle_refit']['oracle_auc']['value']:.3f}" for r in rows)
+
+
 def report(run: Run) -> Path:
     """Example images per class, parameter distributions, subhalo statistics, detectability, flux-only AUC."""
     det = run.path / "detectability.npz"
-    return report_dataset(run.dataset_path, out=run.report_path, detectability=det if det.is_file() else None)
+    sens = run.metrics().get("sensitivity", {}).get("points")
+    return report_dataset(run.dataset_path, out=run.report_path, detectability=det if det.is_file() else None,
+                          sensitivity=sens)
 
 
 def run(cfg: LensingSimConfig, run_dir: Path | str | None = None, **options: Any) -> Run:
@@ -104,6 +122,7 @@ STUDY = Study(
     stages=(Stage("simulate", simulate, uses=("workers", "scheduler", "accelerator"),
                   echo=lambda p: f"dataset: {p}"),
             Stage("detectability", detectability, echo=_echo_detectability),
+            Stage("sensitivity", sensitivity, uses=("workers",), echo=_echo_sensitivity),
             Stage("report", report, echo=lambda p: f"report: {p}")),
     shortcuts=(Shortcut("--n-per-class", "training images per class (the test set keeps the preset's ratio)",
                         _n_per_class, short="-n", type=int),
