@@ -247,12 +247,20 @@ def test_fixed_lens_holds_the_scripts_lens_and_shares_the_stream():
         assert np.array_equal(a.scalars[k], b.scalars[k])
     # a saved config (every field listed, the default ranges too) loads again
     assert LensingSimConfig.model_validate(fixed.model_dump()).lens.mode == "fixed"
+    # the scripts' source: fixed except its centre, same stream
+    fs = LensingSimConfig(lens=MainLensCfg(mode="fixed"), source=P.SourceCfg(mode="fixed"))
+    c = draw_records(fs, np.random.default_rng(4), labels)
+    assert np.all(c.scalars["src_R"] == 0.25) and np.all(c.scalars["src_n"] == 1.0)
+    assert np.all(c.scalars["src_e1"] == -0.1) and np.all(c.scalars["src_e2"] == 0.1)
+    assert np.all(c.scalars["src_mag"] == 20.0)
+    assert np.array_equal(c.scalars["src_x"], a.scalars["src_x"]) and np.unique(c.scalars["src_x"]).size == 30
 
 
 @pytest.mark.parametrize("section, values, message", [
     ("lens", {"mode": "fixed", "halo_mass": (1e12, 1.1e12)}, "lens.halo_mass is a range but lens.mode = fixed"),
     ("lens", {"mode": "fixed", "shear": (0.0, 0.05)}, "lens.shear is a range but lens.mode = fixed"),
     ("lens", {"mode": "fix"}, "choose random"),
+    ("source", {"mode": "fixed", "r_sersic": (0.1, 0.2)}, "source.r_sersic is a range but source.mode = fixed"),
     ("cdm", {"slope": -1.9, "mass_min": 0.0}, "diverges at M -> 0"),
     ("cdm", {"mass_min": 1e10, "mass_max": 1e6}, "must be < cdm.mass_max"),
     ("cdm", {"mean_number": -1}, "greater than or equal to 0"),
@@ -264,6 +272,18 @@ def test_population_and_lens_bad_input(section, values, message):
 
     from darkml.lensing.config import MainLensCfg
 
-    cls = {"lens": MainLensCfg, "cdm": P.CDMCfg}[section]
+    cls = {"lens": MainLensCfg, "cdm": P.CDMCfg, "source": P.SourceCfg}[section]
     with pytest.raises(ValidationError, match=message.replace("(", r"\(").replace(".", r"\.")):
         cls(**values)
+
+
+def test_sensitivity_points_are_checked_before_any_work():
+    from pydantic import ValidationError
+
+    from darkml.lensing.config import SensitivityCfg
+
+    with pytest.raises(ValidationError, match=r"sensitivity.slopes: -1.5: .*diverges at M -> 0"):
+        LensingSimConfig(cdm=P.CDMCfg(mass_min=0.0, slope=-0.5), sensitivity=SensitivityCfg(slopes=[-0.9, -1.5]))
+    with pytest.raises(ValidationError, match="must lie in"):
+        SensitivityCfg(slopes=[-7.0])
+    assert SensitivityCfg(slopes=[-0.9, -1.9]).slopes == [-1.9, -0.9]

@@ -132,12 +132,44 @@ class MainLensCfg(Section):
         return self
 
 
+class FixedSourceCfg(Section):
+    """The Sérsic source as the public scripts hold it (``source.mode = fixed``; centre still drawn)."""
+
+    magnitude: float = Field(20.0, description="total magnitude")
+    r_sersic: float = Field(0.25, gt=0, description="arcsec")
+    n_sersic: float = Field(1.0, ge=0.3, le=8, description="Sersic index")
+    e1: float = Field(-0.1, gt=-0.9, lt=0.9)
+    e2: float = Field(0.1, gt=-0.9, lt=0.9)
+
+    @model_validator(mode="after")
+    def _modulus(self):
+        if math.hypot(self.e1, self.e2) >= 0.9:
+            raise ValueError(f"source.fixed.e1, e2 = {self.e1}, {self.e2}: |e| must be < 0.9")
+        return self
+
+
+#: the range fields a fixed source replaces
+SOURCE_RANGE_FIELDS = ("magnitude", "r_sersic", "n_sersic", "ellipticity")
+
+
 class SourceCfg(Section):
+    """The Sérsic source: ``mode = random`` draws it per image from the ranges; ``mode = fixed``
+    holds it at ``source.fixed`` (the public scripts' source). The centre is drawn in both."""
+
+    mode: Literal["random", "fixed"] = Field("random", description="random: drawn from the ranges; fixed: source.fixed")
     magnitude: Range = Field((19.5, 20.5), description="total magnitude, uniform")
     r_sersic: Range = Field((0.15, 0.35), description="arcsec, uniform")
     n_sersic: Range = Field((0.7, 1.5), description="Sersic index, uniform")
     ellipticity: Range = Field((0.0, 0.3), description="|e| uniform; angle uniform")
+    fixed: FixedSourceCfg = FixedSourceCfg()
     center: float = Field(0.35, ge=0, le=5, description="source centre uniform in [-c, c] arcsec per axis")
+
+    @field_validator("mode", mode="before")
+    @classmethod
+    def _mode(cls, v):
+        if v not in ("random", "fixed"):
+            raise ValueError("choose random (drawn from the ranges) or fixed (source.fixed)")
+        return v
 
     @field_validator("magnitude", "r_sersic", "n_sersic", "ellipticity")
     @classmethod
@@ -150,6 +182,15 @@ class SourceCfg(Section):
         if info.field_name == "ellipticity" and not (0 <= lo and hi < 0.9):
             raise ValueError(f"source.ellipticity = {list(v)}: must lie in [0, 0.9)")
         return lo, hi
+
+    @model_validator(mode="after")
+    def _consistent(self):
+        given = [f for f in SOURCE_RANGE_FIELDS
+                 if f in self.model_fields_set and getattr(self, f) != type(self).model_fields[f].default]
+        if self.mode == "fixed" and given:
+            raise ValueError(f"source.{given[0]} is a range but source.mode = fixed (the fixed source is "
+                             f"source.fixed); remove source.{given[0]} or set source.mode = random")
+        return self
 
 
 class CDMCfg(Section):

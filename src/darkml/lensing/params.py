@@ -270,6 +270,10 @@ def draw_records(cfg: LensingSimConfig, rng: np.random.Generator, labels: np.nda
     s["src_e1"], s["src_e2"] = _polar(rng, S.ellipticity, n)
     s["src_x"] = rng.uniform(-S.center, S.center, n)
     s["src_y"] = rng.uniform(-S.center, S.center, n)
+    if S.mode == "fixed":  # the scripts' source (the centre stays random); same stream as random
+        FS = S.fixed
+        s["src_mag"], s["src_R"], s["src_n"] = np.full(n, FS.magnitude), np.full(n, FS.r_sersic), np.full(n, FS.n_sersic)
+        s["src_e1"], s["src_e2"] = np.full(n, FS.e1), np.full(n, FS.e2)
     s["src_amp"] = sersic_amp_from_magnitude(s["src_mag"], s["src_R"], s["src_n"], I.zero_point)
     # fixed-length draws first (counts, axion parameters, noise seeds) so that every class
     # consumes the stream identically up to the variable-length subhalo catalogue
