@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from darkml.learn.heads import create_head
 from darkml.learn.registry import create_encoder, register_model
-from darkml.learn.resnet import resnet
+from darkml.learn.resnet import narrow_resnet, resnet
 
 
 # ---------------------------------------------------------------------------------------
@@ -30,12 +30,16 @@ from darkml.learn.resnet import resnet
 class ResNetEncoder(nn.Module):
     """torchvision ResNet-18/50 (random init) with a 1-channel stem and no classifier."""
 
-    def __init__(self, depth: int = 50, in_chans: int = 1):
+    def __init__(self, depth: int = 50, in_chans: int = 1, width: int = 64):
         super().__init__()
         if depth not in (18, 50):
             raise ValueError(f"resnet depth = {depth}: must be 18 or 50")
-        self.net = resnet(depth, in_chans, num_outputs=None, stem_init=False)  # the one ResNet builder
-        self.out_dim = self.net.out_dim
+        if width == 64:
+            self.net = resnet(depth, in_chans, num_outputs=None, stem_init=False)  # the one ResNet builder
+            self.out_dim = self.net.out_dim
+        else:  # same topology, every stage narrower (CPU-sized runs): drop the classifier
+            self.net = narrow_resnet(depth, in_chans, 1, width)[:-1]
+            self.out_dim = 8 * width * (4 if depth == 50 else 1)
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)
@@ -130,6 +134,7 @@ class TinyResNetEncoder(nn.Module):
 for _name, _build in {
     "resnet50": lambda image_size=64, patch_size=8: ResNetEncoder(50),
     "resnet18": lambda image_size=64, patch_size=8: ResNetEncoder(18),
+    "resnet50-w16": lambda image_size=64, patch_size=8: ResNetEncoder(50, width=16),
     "vit": lambda image_size=64, patch_size=8: ViTEncoder(image_size, patch_size, dim=384, depth=12, heads=6),
     "vit-tiny": lambda image_size=64, patch_size=8: ViTEncoder(image_size, patch_size, dim=64, depth=4, heads=4),
     "resnet-tiny": lambda image_size=64, patch_size=8: TinyResNetEncoder(),
@@ -137,7 +142,7 @@ for _name, _build in {
     register_model(_name, kind="encoder", description=_name)(_build)
 
 #: encoder names, in the order the docs list them
-ENCODERS: tuple[str, ...] = ("resnet50", "resnet18", "vit", "vit-tiny", "resnet-tiny")
+ENCODERS: tuple[str, ...] = ("resnet50", "resnet18", "vit", "vit-tiny", "resnet-tiny", "resnet50-w16")
 
 
 def build_encoder(name: str, image_size: int = 64, patch_size: int = 8, seed: int | None = None) -> nn.Module:

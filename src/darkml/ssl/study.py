@@ -95,7 +95,7 @@ def expected_outputs(cfg: SSLConfig) -> dict[str, int]:
 
 STUDY = Study(
     name=STUDY_NAME, title="Self-supervised pre-training (SimCLR, BYOL, SimSiam, DINO), then fine-tuning.",
-    config_model=SSLConfig, presets=PRESETS_DIR, preset_aliases={"ssl-quick": "quick", "ssl-paper": "paper"},
+    config_model=SSLConfig, presets=PRESETS_DIR, preset_aliases={"ssl-quick": "quick", "ssl-paper": "paper", "ssl-cpu": "cpu"},
     stages=(Stage("simulate", simulate), Stage("train", train, uses=("devices",)), Stage("evaluate", evaluate),
             Stage("report", report, echo=lambda p: f"report: {p}")),
     shortcuts=(Shortcut.key("--methods", "methods", "comma-separated subset of simclr-rotation,simclr-noise,byol,"
