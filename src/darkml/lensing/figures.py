@@ -178,13 +178,13 @@ def _sensitivity_figure(rows: list[dict]):
         ax.fill_between(m, [x["lo"] for x in v], [x["hi"] for x in v], color="k", alpha=0.1, lw=0)
     for r in rows:
         ax.annotate(f"{r['slope']:+.1f}", (r["median_sub_mass_total"], r["cnn"]["auc"]["value"]),
-                    textcoords="offset points", xytext=(4, -12), fontsize=7, color="tab:blue")
+                    textcoords="offset points", xytext=(5, 5), fontsize=7, color="tab:blue")
     ax.axhline(0.5, color="0.6", lw=0.8, ls=":")
     ax.set_xscale("log")
-    ax.set_ylim(0.45, 1.02)
+    ax.set_ylim(0.4, 1.03)
     ax.set_xlabel("median total subhalo mass per CDM image [Msun]  (labels: mass-function slope)")
     ax.set_ylabel("AUC, no substructure vs CDM")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="center left")
     return fig
 
 
