@@ -121,8 +121,38 @@ def bench(runs: list[str]) -> str:
     return "\n\n".join(parts)
 
 
+SSL_NAMES = {"supervised": "from scratch (supervised)", "simclr-rotation": "Contrastive (Rotational Pretext)",
+             "simclr-noise": "Contrastive (Gaussian Noise Pretext)", "byol": "BYOL", "simsiam": "SimSiam", "dino": "DINO"}
+
+
 def ssl(run: str) -> str:
-    return json.dumps(_m(run), indent=1)[:6000]
+    from darkml.ssl.config import PAPER_TABLES, paper_encoder
+
+    m = _m(run)
+    parts = []
+    for inst, encs in m["results"].items():
+        for enc, inits in encs.items():
+            fracs = sorted({k for r in inits.values() for k in r.get("classify", {})}, key=float)
+            head = " | ".join(f"{f} % labels" for f in fracs)
+            out = [f"| {inst}, `{enc}` | {head} | linear probe | RMSE log10 m_a, fine-tuned | RMSE, probe | paper (supervised → SSL) |",
+                   "|---" * (len(fracs) + 5) + "|"]
+            for init, r in inits.items():
+                cells = " | ".join(fmt_ci(r["classify"][f]["macro_auc"]) if f in r.get("classify", {}) else "–" for f in fracs)
+                probe = r.get("probe", {})
+                paper = PAPER_TABLES.get(inst, {}).get((init, paper_encoder(enc)))
+                if init == "supervised":
+                    paper_s = "–"
+                else:
+                    paper_s = f"{paper[0]:.3f} → {paper[1]:.3f}" if paper else "–"
+                out.append(f"| {SSL_NAMES.get(init, init)} | {cells} | {fmt_ci(probe.get('macro_auc'))} | "
+                           f"{fmt_ci(r.get('regress', {}).get('rmse'))} | {fmt_ci(probe.get('rmse'))} | {paper_s} |")
+            parts.append("\n".join(out))
+    summ = m.get("summary", {}).get("ssl_ge_supervised", {})
+    if summ:
+        parts.append("SSL + fine-tuning ≥ from scratch (macro AUC): " + ", ".join(
+            f"{k} % labels {v['count']} of {v['of']}" for k, v in summ.items()) + ".")
+    parts.append(f"Wall time: {_wall(run)} (`{run}`).")
+    return "\n\n".join(parts)
 
 
 def main() -> None:
