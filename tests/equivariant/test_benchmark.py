@@ -131,6 +131,14 @@ def test_preset_aliases_and_paper_settings():
     with pytest.raises(ConfigError, match="unknown preset"):
         load_benchmark_config("euclid")
     assert load_benchmark_config("quick", ["models=resnet50,c8"]).models == ["resnet50", "c8"]
+    # the CPU comparison: the papers' data (euclid only), the paper's four families at CPU widths
+    cpu = load_benchmark_config("benchmark-cpu")
+    assert cpu.preset == "cpu" and cpu.data.datasets == {"euclid": "euclid"}
+    assert cpu.models == ["resnet50", "c8", "hnet", "etn"] and cpu.model_options["resnet50"] == {"width": 16}
+    from darkml.equivariant.benchmark import _epochs
+
+    assert _epochs(cpu) == 10 and _epochs(load_benchmark_config("benchmark-cpu", ["task=regress"])) == 30
+    assert _epochs(load_benchmark_config("paper", ["task=regress"])) == 10
 
 
 def test_subsample_is_stratified_and_seeded():

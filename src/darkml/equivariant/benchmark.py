@@ -221,13 +221,20 @@ def _fit_one(cfg: BenchmarkConfig, run: Run, dataset: str, model: str, train: tu
     log.info("training %s on %s (%s, %d train / %d val, fraction %g)", model, dataset, cfg.task, len(train[1]),
              len(val[1]), fraction)
     module.train()  # e2cnn shares cached basis sub-modules between models; one may have been left in eval mode
-    res = fit(module, train_loader, val_loader, run.checkpoints / tag, max_epochs=epochs or t.epochs,
+    res = fit(module, train_loader, val_loader, run.checkpoints / tag, max_epochs=epochs or _epochs(cfg),
               patience=patience if epochs is not None else t.patience,
               devices=devices if devices is not None else t.devices,
               accelerator=accelerator if accelerator is not None else t.accelerator,
               precision=t.precision, log_dir=run.logs, tag=tag, seed=cfg.seed, tensorboard=t.logger == "tensorboard")
     load_best(module, res.best_path)
     return module, res
+
+
+def _epochs(cfg: BenchmarkConfig) -> int:
+    """Training epochs of the task (``train.regress_epochs`` for the regression when set)."""
+    if cfg.task == "regress" and cfg.train.regress_epochs is not None:
+        return cfg.train.regress_epochs
+    return cfg.train.epochs
 
 
 def _history_summary(cfg: BenchmarkConfig, history: list[dict[str, float]]) -> dict[str, Any]:
@@ -360,7 +367,7 @@ def data_efficiency(cfg: BenchmarkConfig, run: Run, data: dict[str, dict[str, Ar
                 if f >= 1 and model in cfg.models:
                     module = _trained_module(cfg, run, dataset, model)
                 else:
-                    epochs = min(math.ceil(cfg.train.epochs / f), de.max_epochs) if de.equal_steps else cfg.train.epochs
+                    epochs = min(math.ceil(_epochs(cfg) / f), de.max_epochs) if de.equal_steps else _epochs(cfg)
                     module, _ = _fit_one(cfg, run, dataset, model, (tr[0][idx], tr[1][idx]), va, fraction=f,
                                          epochs=epochs, patience=de.patience, devices=devices, accelerator=accelerator)
                 res = _score(cfg, y_te, predict_array(module, x_te, cfg.train.eval_batch_size))

@@ -89,6 +89,8 @@ class TrainCfg(Section):
     lr: float = Field(1e-4, gt=0, le=1)
     batch_size: int = Field(64, ge=1, le=8192)
     epochs: int = Field(10, ge=1, le=10_000)
+    regress_epochs: int | None = Field(None, ge=1, le=10_000,
+                                       description="epochs when task = regress (None: epochs); the axion class alone is a third of the images")
     patience: int | None = Field(None, ge=1, description="early stopping on val_loss (None: train all epochs)")
     optimizer: Literal["adam", "adamw", "sgd", "lamb"] = "adam"
     weight_decay: float = Field(0.0, ge=0)
