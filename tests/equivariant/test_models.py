@@ -69,8 +69,10 @@ def test_gradients_reach_every_parameter(name):
 def test_bad_names_options_and_inputs_fail_with_one_line():
     with pytest.raises(ValueError, match="unknown model.*resnet50"):
         build_model("resnet51")
-    with pytest.raises(ValueError, match="takes no architecture options"):
-        build_model("resnet50", width=0.5)
+    with pytest.raises(ValueError, match=r"width = 0.5: must be in \[4, 64\]"):
+        build_model("resnet50", width=0.5)  # the narrow ResNet50's channel width, not a multiplier
+    with pytest.raises(ValueError, match="bad option"):
+        build_model("resnet50", depth=34)
     with pytest.raises(ValueError, match="bad option"):
         build_model("c8", widht=0.5)
     with pytest.raises(ValueError, match="width"):

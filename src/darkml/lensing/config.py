@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from darkml.config import Section, StudyConfig
 
@@ -350,8 +350,9 @@ class LensingSimConfig(StudyConfig):
         for slope in self.sensitivity.slopes:  # every point must be a valid population (before any work)
             try:
                 CDMCfg.model_validate({**self.cdm.model_dump(), "slope": slope})
-            except ValueError as exc:
-                raise ValueError(f"sensitivity.slopes: {slope}: {str(exc).splitlines()[-1]}") from None
+            except ValidationError as exc:
+                msg = exc.errors()[0]["msg"].removeprefix("Value error, ")
+                raise ValueError(f"sensitivity.slopes: {slope}: {msg}") from None
         return self
 
 
