@@ -160,8 +160,8 @@ def main() -> None:
     ap.add_argument("table", choices=["lensmode", "detect", "sensitivity", "bench", "ssl"])
     ap.add_argument("runs", nargs="+")
     a = ap.parse_args()
-    fn = {"lensmode": lensmode, "detect": detect, "bench": bench}.get(a.table)
-    print(fn(a.runs) if fn else {"sensitivity": sensitivity, "ssl": ssl}[a.table](a.runs[0]))
+    many = {"lensmode": lensmode, "detect": detect, "bench": bench}  # tables over several runs
+    print(many[a.table](a.runs) if a.table in many else {"sensitivity": sensitivity, "ssl": ssl}[a.table](a.runs[0]))
 
 
 if __name__ == "__main__":

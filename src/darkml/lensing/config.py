@@ -68,6 +68,23 @@ class CosmologyCfg(Section):
         return self
 
 
+def _check_mode(v, fixed_field: str):
+    if v not in ("random", "fixed"):
+        raise ValueError(f"choose random (drawn from the ranges) or fixed ({fixed_field})")
+    return v
+
+
+def _check_no_range_when_fixed(cfg, section: str, range_fields: tuple[str, ...]):
+    """A ``mode = fixed`` section given one of its ranges is refused. A saved config lists every
+    field, so only a range other than the default counts as given."""
+    given = [f for f in range_fields
+             if f in cfg.model_fields_set and getattr(cfg, f) != type(cfg).model_fields[f].default]
+    if cfg.mode == "fixed" and given:
+        raise ValueError(f"{section}.{given[0]} is a range but {section}.mode = fixed (the fixed {section} is "
+                         f"{section}.fixed); remove {section}.{given[0]} or set {section}.mode = random")
+    return cfg
+
+
 class FixedLensCfg(Section):
     """The main lens as the public DeepLense scripts hold it (``lens.mode = fixed``)."""
 
@@ -105,9 +122,7 @@ class MainLensCfg(Section):
     @field_validator("mode", mode="before")
     @classmethod
     def _mode(cls, v):
-        if v not in ("random", "fixed"):
-            raise ValueError("choose random (drawn from the ranges) or fixed (lens.fixed)")
-        return v
+        return _check_mode(v, "lens.fixed")
 
     @field_validator("halo_mass", "ellipticity", "shear")
     @classmethod
@@ -123,13 +138,7 @@ class MainLensCfg(Section):
 
     @model_validator(mode="after")
     def _consistent(self):
-        # a saved config lists every field: only a range other than the default counts as given
-        given = [f for f in LENS_RANGE_FIELDS
-                 if f in self.model_fields_set and getattr(self, f) != type(self).model_fields[f].default]
-        if self.mode == "fixed" and given:
-            raise ValueError(f"lens.{given[0]} is a range but lens.mode = fixed (the fixed lens is lens.fixed); "
-                             f"remove lens.{given[0]} or set lens.mode = random")
-        return self
+        return _check_no_range_when_fixed(self, "lens", LENS_RANGE_FIELDS)
 
 
 class FixedSourceCfg(Section):
@@ -167,9 +176,7 @@ class SourceCfg(Section):
     @field_validator("mode", mode="before")
     @classmethod
     def _mode(cls, v):
-        if v not in ("random", "fixed"):
-            raise ValueError("choose random (drawn from the ranges) or fixed (source.fixed)")
-        return v
+        return _check_mode(v, "source.fixed")
 
     @field_validator("magnitude", "r_sersic", "n_sersic", "ellipticity")
     @classmethod
@@ -185,12 +192,7 @@ class SourceCfg(Section):
 
     @model_validator(mode="after")
     def _consistent(self):
-        given = [f for f in SOURCE_RANGE_FIELDS
-                 if f in self.model_fields_set and getattr(self, f) != type(self).model_fields[f].default]
-        if self.mode == "fixed" and given:
-            raise ValueError(f"source.{given[0]} is a range but source.mode = fixed (the fixed source is "
-                             f"source.fixed); remove source.{given[0]} or set source.mode = random")
-        return self
+        return _check_no_range_when_fixed(self, "source", SOURCE_RANGE_FIELDS)
 
 
 class CDMCfg(Section):

@@ -29,8 +29,10 @@ over-estimate of the ceiling.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -44,7 +46,7 @@ from .profiles import LENS_PROFILES, SOURCE_PROFILE
 
 log = logging.getLogger(__name__)
 
-__all__ = ["MACRO_FIELDS", "strip_substructure", "SmoothModel", "refit", "detectability", "summarise"]
+__all__ = ["MACRO_FIELDS", "strip_substructure", "SmoothModel", "refit", "detectability", "measure_stored", "summarise"]
 
 #: record columns of the substructure-free model, in the order of the fitted vector θ
 MACRO_FIELDS = ("lens_theta_E", "lens_e1", "lens_e2", "lens_x", "lens_y", "shear_g1", "shear_g2",
@@ -176,6 +178,25 @@ def detectability(rec: Records, cfg: LensingSimConfig, batch_size: int = 16, max
         iters[idx] = it
     return {"label": rec.labels, "chi2_raw": chi2_raw, "chi2_refit": chi2_fit, "iterations": iters,
             "theta_fit": theta_fit, "sub_mass_total": rec.scalars["sub_mass_total"].copy()}
+
+
+def measure_stored(dataset: Path, split: str, samples: np.ndarray, out: Path, batch_size: int = 16,
+                   max_iter: int = 40) -> dict[str, np.ndarray]:
+    """:func:`detectability` of stored ``samples`` of a dataset, written atomically to ``out``
+    (``.npz`` with a ``samples`` column); an existing ``out`` is read back instead (resume)."""
+    from ..runs import atomic_write_bytes
+    from .dataset import load_records
+
+    if out.is_file():
+        with np.load(out) as f:
+            return {k: f[k] for k in f.files if k != "samples"}
+    samples = np.sort(np.asarray(samples, dtype=np.int64))
+    rec, sim_cfg = load_records(dataset, split, samples)
+    res = detectability(rec, sim_cfg, batch_size=batch_size, max_iter=max_iter)
+    buf = io.BytesIO()
+    np.savez(buf, samples=samples, **res)
+    atomic_write_bytes(out, buf.getvalue())
+    return res
 
 
 def summarise(res: dict[str, np.ndarray], n_boot: int = 1000, level: float = 0.68, seed: int = 0) -> dict[str, Any]:

@@ -239,8 +239,6 @@ def report_dataset(path: Path | str, out: Path | str | None = None, split: str =
                "subhalos_per_cdm_image": {"mean": float(counts.mean()) if counts.size else None,
                                           "var": float(counts.var()) if counts.size else None},
                "images_per_class": {CLASS_NAMES[c]: int((labels == c).sum()) for c in range(3)}}
-    atomic_write_json(fig_dir / "metrics.json", metrics)
-
     rep = Report(f"Strong-lensing dataset — {cfg.preset}", subtitle=str(path))
     rep.add_text(
         f"<p>{n} images of the <b>{split}</b> split read (classes interleave). Instrument "
@@ -263,7 +261,6 @@ def report_dataset(path: Path | str, out: Path | str | None = None, split: str =
             det = {k: f[k] for k in f.files}
         summary = summarise(det, seed=cfg.seed)
         metrics["detectability"] = summary
-        atomic_write_json(fig_dir / "metrics.json", metrics)
         rep.add_heading("Detectability of the substructure")
         rep.add_text(
             "<p>sqrt(χ²) of each image's substructure: its noise-free image against the same lens and source "
@@ -299,6 +296,7 @@ def report_dataset(path: Path | str, out: Path | str | None = None, split: str =
                        "the refitted-lens oracle (solid) and the known-lens oracle (dashed).", name="sensitivity",
                        figures_dir=fig_dir)
         plt.close(fig)
+    atomic_write_json(fig_dir / "metrics.json", metrics)
     rep.add_heading("Flux-only check")
     rows = []
     for key, res in flux.items():

@@ -15,7 +15,6 @@ Outputs: ``<run>/sensitivity/slope<s>/`` (dataset, checkpoints, ``detectability.
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from pathlib import Path
@@ -29,10 +28,10 @@ from ..config import config_to_dict
 from ..learn import ArrayDataset, ClassifierModule, count_parameters, fit, load_best, make_loader, split_indices
 from ..learn.dihedral import predict_array
 from ..learn.registry import create_model
-from ..runs import Run, atomic_write_bytes
-from .dataset import load_images, load_records, simulate_dataset
-from .detectability import detectability, summarise
-from .params import LensingSimConfig
+from ..runs import Run
+from .dataset import load_images, open_split, simulate_dataset
+from .detectability import measure_stored, summarise
+from .params import SCALAR_FIELDS, LensingSimConfig
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +45,7 @@ def point_config(cfg: LensingSimConfig, slope: float) -> LensingSimConfig:
     data["cdm"]["slope"] = float(slope)
     data["dataset"]["n_per_class_train"] = s.n_per_class_train
     data["dataset"]["n_per_class_test"] = s.n_per_class_test
-    data["dataset"]["chunk_size"] = min(cfg.dataset.chunk_size, 3 * s.n_per_class_test - (3 * s.n_per_class_test) % 3)
+    data["dataset"]["chunk_size"] = min(cfg.dataset.chunk_size, 3 * s.n_per_class_test)
     return LensingSimConfig.model_validate(data)
 
 
@@ -78,21 +77,6 @@ def _train_point(cfg: LensingSimConfig, path: Path, run: Run, tag: str) -> dict[
             "n_test": int(len(yt)), "epochs": res.epochs, "params": count_parameters(module.model)}
 
 
-def _detect_point(cfg: LensingSimConfig, path: Path) -> dict[str, np.ndarray]:
-    out = path / "detectability.npz"
-    if out.is_file():
-        with np.load(out) as f:
-            return {k: f[k] for k in f.files}
-    store_labels = load_images(path / "dataset", "test")[1]
-    idx = np.nonzero(store_labels == 1)[0][: cfg.sensitivity.n_detectability]
-    rec, sim_cfg = load_records(path / "dataset", "test", idx)
-    res = detectability(rec, sim_cfg, batch_size=cfg.detectability.batch_size, max_iter=cfg.detectability.max_iter)
-    buf = io.BytesIO()
-    np.savez(buf, samples=idx, **res)
-    atomic_write_bytes(out, buf.getvalue())
-    return res
-
-
 def run_sensitivity(run: Run, workers: int = 1) -> list[dict[str, Any]]:
     """Every point: simulate (resumable), train (resumes), detectability; rows in slope order."""
     cfg = run.load_config(LensingSimConfig)
@@ -102,11 +86,14 @@ def run_sensitivity(run: Run, workers: int = 1) -> list[dict[str, Any]]:
         pc = point_config(cfg, slope)
         path = run.path / "sensitivity" / f"slope{slope:+.2f}"
         simulate_dataset(pc, path / "dataset", workers=workers, device="cpu")
-        det = _detect_point(cfg, path)
+        test = open_split(path / "dataset", "test")
+        labels = test.read("label")
+        det = measure_stored(path / "dataset", "test", np.nonzero(labels == 1)[0][: cfg.sensitivity.n_detectability],
+                             path / "detectability.npz", batch_size=cfg.detectability.batch_size,
+                             max_iter=cfg.detectability.max_iter)
         summary = summarise(det, seed=cfg.seed)["cdm"]
         train = _train_point(cfg, path, run, f"sensitivity-slope{slope:+.2f}")
-        masses = load_records(path / "dataset", "test")[0]
-        m = masses.scalars["sub_mass_total"][masses.labels == 1]
+        m = test.read("params")[labels == 1, SCALAR_FIELDS.index("sub_mass_total")]
         row = {"slope": float(slope), "median_sub_mass_total": float(np.median(m)),
                "mean_sub_mass_total": float(np.mean(m)), "expected_mean_sub_mass_total": pc.cdm.mean_total_mass(),
                "cnn": train, "oracle_refit": summary["refit"], "oracle_raw": summary["raw"],

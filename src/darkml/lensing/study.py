@@ -13,18 +13,16 @@ parameter distributions, subhalo statistics, the detectability and the flux-only
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any, Iterable
 
 import numpy as np
 
-from darkml.runs import Run, atomic_write_bytes
+from darkml.runs import Run
 from darkml.study import Shortcut, Stage, Study, execute
 
-from .dataset import PRESETS_DIR, SPLITS, load_records, n_per_class_overrides, open_split, simulate_dataset
-from .detectability import detectability as measure
-from .detectability import summarise
+from .dataset import PRESETS_DIR, SPLITS, n_per_class_overrides, open_split, simulate_dataset
+from .detectability import measure_stored, summarise
 from .sensitivity import run_sensitivity
 from .figures import report_dataset
 from .params import DatasetCfg, LensingSimConfig, RecordError
@@ -54,14 +52,10 @@ def detectability(run: Run) -> dict[str, Any] | None:
     d = cfg.detectability
     if d.n_per_class == 0:
         return None
-    store = open_split(run.dataset_path, d.split)
-    labels = store.read("label")
+    labels = open_split(run.dataset_path, d.split).read("label")
     idx = np.concatenate([np.nonzero(labels == c)[0][: d.n_per_class] for c in (1, 2)])
-    rec, sim_cfg = load_records(run.dataset_path, d.split, np.sort(idx))
-    res = measure(rec, sim_cfg, batch_size=d.batch_size, max_iter=d.max_iter)
-    buf = io.BytesIO()
-    np.savez(buf, samples=np.sort(idx), **res)
-    atomic_write_bytes(run.path / "detectability.npz", buf.getvalue())
+    res = measure_stored(run.dataset_path, d.split, idx, run.path / "detectability.npz", batch_size=d.batch_size,
+                         max_iter=d.max_iter)
     summary = summarise(res, seed=cfg.seed)
     run.update_metrics({"detectability": summary})
     return summary
