@@ -188,7 +188,7 @@ def _module(cfg: BenchmarkConfig, name: str, y_train: np.ndarray | None = None):
     model = _build(cfg, name)
     t = cfg.train
     common = dict(lr=t.lr, weight_decay=t.weight_decay, optimizer=t.optimizer, plateau_patience=t.plateau_patience,
-                  plateau_factor=t.plateau_factor)
+                  plateau_factor=t.plateau_factor, schedule=t.schedule, warmup_fraction=t.warmup_fraction)
     if cfg.task == "classify":
         return ClassifierModule(model, num_classes=3, **common)
     mu = float(np.mean(y_train)) if y_train is not None else 0.0
@@ -305,6 +305,7 @@ def evaluate(cfg: BenchmarkConfig, run: Run, data: dict[str, dict[str, Arrays]])
     tta: dict[str, Any] = {}
     comparison: dict[str, Any] = {}
     reference: dict[str, Any] = {}
+    ceiling: dict[str, Any] = {}
     for dataset, arrays in data.items():
         x, y = _task_arrays(cfg, arrays["test"])
         preds = {}
@@ -328,13 +329,36 @@ def evaluate(cfg: BenchmarkConfig, run: Run, data: dict[str, dict[str, Arrays]])
         if cfg.task == "regress":  # the no-learning reference: predict the training-set mean
             y_tr = _splits(cfg, arrays["train"])[0][1]
             reference[dataset] = _score(cfg, y, np.full(len(y), float(np.mean(y_tr)), np.float32))
+            oracle = _mass_oracle(cfg, run, dataset, arrays["test"][1], y)
+            if oracle:
+                ceiling[dataset] = oracle
         base = "resnet50" if "resnet50" in preds else cfg.models[0]
         for model in preds:
             if model != base:
                 comparison.setdefault(dataset, {})[f"{model}-minus-{base}"] = _paired_diff(cfg, y, preds[model], preds[base])
     run.update_metrics({"benchmark": {"task": cfg.task, "test": results, "tta": tta, "comparison": comparison,
-                                      "reference": reference}})
-    return {"test": results, "tta": tta, "comparison": comparison, "reference": reference}
+                                      "reference": reference, "ceiling": ceiling}})
+    return {"test": results, "tta": tta, "comparison": comparison, "reference": reference, "ceiling": ceiling}
+
+
+def _mass_oracle(cfg: BenchmarkConfig, run: Run, dataset: str, labels: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
+    """The regression's physical ceiling on the same axion test images: the Bayes-optimal
+    log10 m_a of :mod:`darkml.lensing.mass_oracle` (saved to ``predictions/oracle-<dataset>.npz``,
+    resumable). None for given (in-memory) datasets, whose records are unknown."""
+    if not cfg.eval.mass_oracle or (run.path / "datasets" / dataset / "test.npz").is_file():
+        return None
+    from ..lensing.mass_oracle import measure_stored_oracle, summarise_oracle
+
+    path = _dataset_path(cfg, run, dataset, _sim_config(cfg, dataset))
+    samples = np.nonzero(np.asarray(labels) == 2)[0]
+    log.info("%s: Bayes-optimal axion mass of %d test images (%d grid points)", dataset, len(samples), cfg.eval.oracle_grid)
+    res = measure_stored_oracle(path, "test", samples, run.path / "predictions" / f"oracle-{dataset}.npz",
+                                grid_points=cfg.eval.oracle_grid)
+    if not np.allclose(res["truth"], np.asarray(y, np.float64), atol=1e-5):
+        raise ConfigError(f"mass oracle of {dataset}: the stored records do not match the test images (dataset changed?)")
+    out = summarise_oracle(res, n_boot=cfg.eval.n_boot, level=cfg.eval.level, seed=cfg.seed)
+    log.info("%s Bayes-optimal oracle: %s", dataset, _headline(cfg, out))
+    return out
 
 
 def _headline(cfg: BenchmarkConfig, res: dict[str, Any]) -> str:

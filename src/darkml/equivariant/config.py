@@ -96,6 +96,10 @@ class TrainCfg(Section):
     weight_decay: float = Field(0.0, ge=0)
     plateau_patience: int = Field(5, ge=1)
     plateau_factor: float = Field(0.1, gt=0, lt=1)
+    schedule: Literal["plateau", "cosine"] = Field(
+        "plateau", description="learning rate: plateau (×plateau_factor after plateau_patience epochs without a lower val_loss) "
+                               "or cosine (linear warm-up, then cosine decay to 0 over the run)")
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="cosine: share of the optimizer steps spent warming up")
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     devices: int | Literal["auto"] = "auto"
     precision: str | None = Field(None, description="None: 16-mixed on GPU, 32-true on CPU; or bf16-mixed, 32-true …")
@@ -110,6 +114,9 @@ class EvalCfg(Section):
     tta_models: list[str] = Field(default_factory=lambda: ["resnet50"],
                                   description="models also evaluated with test-time D4 averaging")
     tta: Literal["c4", "d4"] = Field("d4", description="c4: 4 rotations by 90°; d4: rotations and reflections")
+    mass_oracle: bool = Field(True, description="regression: the Bayes-optimal log10 m_a of every axion test image "
+                                                "(the physical ceiling, lensing.mass_oracle; simulated datasets only)")
+    oracle_grid: int = Field(101, ge=3, le=2001, description="mass-oracle grid points over the axion.log10_mass prior")
 
     @field_validator("tta_models")
     @classmethod

@@ -136,6 +136,10 @@ def _tables(cfg: BenchmarkConfig, bench: dict[str, Any]) -> tuple[list[dict], li
         if ref and cfg.task == "regress":
             main.append({"dataset": _label(dataset), "model": "training-set mean (no learning)",
                          **_metric_cells(cfg, ref)})
+        ceil = bench.get("ceiling", {}).get(dataset)
+        if ceil and cfg.task == "regress":
+            main.append({"dataset": _label(dataset), "model": "Bayes-optimal oracle (knows lens, source, vortex angle)",
+                         **_metric_cells(cfg, ceil)})
         for model, res in per_model.items():
             tr = bench.get("training", {}).get(dataset, {}).get(model, {})
             row: dict[str, Any] = {"dataset": _label(dataset), "model": DESCRIPTIONS[model], **_metric_cells(cfg, res)}
@@ -195,7 +199,11 @@ def report(cfg: BenchmarkConfig, run: Run) -> Path:
         + "".join(f"<p>{_label(d)}: {v.get('n_train')} training+validation and {v.get('n_test')} test images, all "
                   f"classes (<code>{v.get('path', 'in memory')}</code>).</p>" for d, v in sizes.items())
         + ("<p>The regression uses the axion images only (a third of each set); its reference row predicts the "
-           "training-set mean for every image.</p>" if cfg.task == "regress" else ""))
+           "training-set mean for every image, and its ceiling row is the posterior mean of log10 m_a computed from "
+           "each test image by an oracle that knows every other parameter of the record (uniform prior, exact "
+           "likelihood on a grid: <code>darkml.lensing.mass_oracle</code>) — no estimator that sees the image alone "
+           "can beat it. Where the vortex is shorter than the resolution the oracle is left with the prior, so the "
+           "ceiling row measures how much of the error is physics.</p>" if cfg.task == "regress" else ""))
     if cfg.model_options:
         rep.add_note("Model options (non-paper widths where set): " + json.dumps(cfg.model_options))
     main, speed = _tables(cfg, bench)

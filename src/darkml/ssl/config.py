@@ -130,6 +130,10 @@ class FinetuneCfg(Section):
     optimizer: Literal["adam", "adamw", "sgd", "lamb"] = "adam"
     patience: int = Field(5, ge=1, description="early stopping on the validation loss")
     plateau_patience: int = Field(3, ge=1)
+    schedule: Literal["plateau", "cosine"] = Field(
+        "plateau", description="learning rate: plateau (×0.1 after plateau_patience epochs without a lower val_loss) "
+                               "or cosine (linear warm-up, then cosine decay to 0 over the run)")
+    warmup_fraction: float = Field(0.05, ge=0, lt=1, description="cosine: share of the optimizer steps spent warming up")
     head_hidden: int = Field(256, ge=0, description="hidden width of the fully connected head (0: linear head)")
     label_fractions: list[float] = Field([0.01, 0.1, 1.0], description="label-efficiency curve: shares of training labels")
     min_per_class: int = Field(2, ge=1, description="at least this many labelled images per class in a label subset")
@@ -158,6 +162,9 @@ class FinetuneCfg(Section):
 class EvalCfg(Section):
     n_boot: int = Field(1000, ge=10)
     level: float = Field(0.68, gt=0, lt=1)
+    mass_oracle: bool = Field(True, description="the Bayes-optimal log10 m_a of every axion test image beside the "
+                                                "regression (the physical ceiling, lensing.mass_oracle; simulated data)")
+    oracle_grid: int = Field(101, ge=3, le=2001, description="mass-oracle grid points over the axion.log10_mass prior")
 
 
 class SSLConfig(StudyConfig):

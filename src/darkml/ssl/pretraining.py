@@ -158,12 +158,14 @@ def finetune(cfg: SSLConfig, encoder: torch.nn.Module, task: Literal["classify",
         model = FineTuneModel(enc, n_out, hidden=f.head_hidden)
     if task == "classify":
         module = ClassifierModule(model, num_classes=3, lr=f.lr, weight_decay=f.weight_decay, optimizer=f.optimizer,
-                                  plateau_patience=f.plateau_patience)
+                                  plateau_patience=f.plateau_patience, schedule=f.schedule,
+                                  warmup_fraction=f.warmup_fraction)
         y_tr, y_va = train.labels, val.labels
     else:
         y_tr, y_va = train.log10_m, val.log10_m
         module = RegressorModule(model, lr=f.lr, weight_decay=f.weight_decay, optimizer=f.optimizer,
-                                 plateau_patience=f.plateau_patience, target_mean=float(np.mean(y_tr)),
+                                 plateau_patience=f.plateau_patience, schedule=f.schedule,
+                                 warmup_fraction=f.warmup_fraction, target_mean=float(np.mean(y_tr)),
                                  target_std=float(max(np.std(y_tr), 1e-3)))
     aug = ViewAugment(f.rotate, f.flip, f.shift_px)
     tr_loader = _loader(train.images, y_tr, batch_size=f.batch_size, shuffle=True, seed=cfg.seed, transform=aug,

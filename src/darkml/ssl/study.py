@@ -68,8 +68,39 @@ def evaluate(run: Run) -> dict[str, Any]:
     """Summarise every result beside the paper's Tables 1 and 2 (metrics.json ``summary``)."""
     cfg = run.load_config(SSLConfig)
     summary = summarise(cfg, run.metrics())
-    run.update_metrics({"summary": summary})
+    ceiling = mass_ceiling(cfg, run)
+    run.update_metrics({"summary": summary, **({"ceiling": ceiling} if ceiling else {})})
     return summary
+
+
+def mass_ceiling(cfg: SSLConfig, run: Run) -> dict[str, Any]:
+    """The regression's physical ceiling per simulated dataset: the Bayes-optimal log10 m_a of
+    every axion test image (:mod:`darkml.lensing.mass_oracle`; saved under ``predictions/``,
+    resumable). Empty for the toy source or with ``eval.mass_oracle`` off."""
+    import numpy as np
+
+    from darkml.config import ConfigError
+    from darkml.lensing.dataset import open_split
+    from darkml.lensing.mass_oracle import measure_stored_oracle, summarise_oracle
+
+    out: dict[str, Any] = {}
+    if cfg.data.source != "simulate" or not cfg.eval.mass_oracle or not cfg.finetune.regression:
+        return out
+    for inst in cfg.data.instruments:
+        path = run.dataset_path / inst
+        store = open_split(path, "test")
+        labels = store.read("label", np.arange(store.n_samples))
+        samples = np.nonzero(labels == 2)[0]
+        log.info("%s: Bayes-optimal axion mass of %d test images (%d grid points)", inst, len(samples),
+                 cfg.eval.oracle_grid)
+        (run.path / "predictions").mkdir(exist_ok=True)
+        res = measure_stored_oracle(path, "test", samples, run.path / "predictions" / f"oracle-{inst}.npz",
+                                    grid_points=cfg.eval.oracle_grid)
+        if not np.all(np.isfinite(res["truth"])):
+            raise ConfigError(f"mass oracle of {inst}: some axion test records have no axion mass")
+        out[inst] = summarise_oracle(res, n_boot=cfg.eval.n_boot, level=cfg.eval.level, seed=cfg.seed)
+        log.info("%s Bayes-optimal oracle: RMSE %.4f dex", inst, out[inst]["rmse"]["value"])
+    return out
 
 
 def report(run: Run) -> Path:
