@@ -139,6 +139,14 @@ def test_preset_aliases_and_paper_settings():
 
     assert _epochs(cpu) == 10 and _epochs(load_benchmark_config("benchmark-cpu", ["task=regress"])) == 30
     assert _epochs(load_benchmark_config("paper", ["task=regress"])) == 10
+    # the regression preset: same models and widths, 10,000 images per class, the same optimiser
+    # steps as `cpu --task regress` (9 epochs of 9,000 axion images ≈ 30 of 2,700), cosine schedule
+    reg = load_benchmark_config("benchmark-cpu-regress")
+    assert reg.task == "regress" and reg.models == cpu.models and reg.model_options == cpu.model_options
+    assert reg.data.datasets == {"euclid": "euclid"} and reg.data.n_per_class_train == 10_000
+    assert _epochs(reg) * 0.9 * reg.data.n_per_class_train == pytest.approx(30 * 0.9 * 3000)
+    assert reg.train.schedule == "cosine" and cpu.train.schedule == "plateau"
+    assert reg.eval.mass_oracle and reg.eval.oracle_grid == cpu.eval.oracle_grid == 61
 
 
 def test_subsample_is_stratified_and_seeded():

@@ -55,3 +55,38 @@ def test_midplane_curvature_of_a_gaussian_layer():
     s = 0.3
     k = isolation.midplane_curvature(lambda p: -0.5 * (p[:, 2] / s) ** 2, 8.0)
     assert k == pytest.approx(-1 / s**2, rel=1e-6)
+
+
+class _ExactAsFlow:
+    """The exact DF behind the flow interface, with velocities from a broad Gaussian: the
+    Boltzmann least squares is exact for any velocity sample when f is exact."""
+
+    def __init__(self, df):
+        self.df = df
+
+    def log_nu(self, x):
+        return self.df.log_nu(x.to(torch.float64)).to(x.dtype)
+
+    def log_p_v(self, v, x):
+        x64, v64 = x.to(torch.float64), v.to(torch.float64)
+        return (self.df.log_df(x64, v64) - self.df.log_nu(x64)).to(v.dtype)
+
+    def sample_v(self, x, n, generator=None):
+        z = torch.randn(x.shape[0], n, 3, generator=generator)
+        return (z * 40.0 + torch.tensor([0.0, 220.0, 0.0])).to(x.dtype)
+
+
+def test_gradient_swap_recovers_the_exact_field_when_nothing_is_learned():
+    cfg = study.load("quick")
+    pot, df = truth_model(cfg)
+    flow = _ExactAsFlow(df)
+    # the sense of rotation of the mock: pick the one where p(v|x) has mass
+    x0 = torch.tensor([df.observer], dtype=torch.float64)
+    if float(flow.log_p_v(torch.tensor([[0.0, 220.0, 0.0]], dtype=torch.float64), x0)) < -30:
+        flow.sample_v = lambda x, n, generator=None: (torch.randn(x.shape[0], n, 3, generator=generator) * 40.0
+                                                      + torch.tensor([0.0, -220.0, 0.0])).to(x.dtype)
+    pts = torch.tensor([[df.observer[0], df.observer[1], z] for z in (0.05, 0.2)], dtype=torch.float64)
+    sw = isolation.gradient_swap(flow, df, pot, pts, n_velocities=500, seed=0)
+    for k in ("learned", "learned_x", "learned_v", "exact"):
+        np.testing.assert_allclose(sw[k][:, 2].double().numpy(), sw["truth"][:, 2].numpy(), rtol=2e-3)
+        np.testing.assert_allclose(sw[k][:, 0].double().numpy(), sw["truth"][:, 0].numpy(), rtol=2e-3)

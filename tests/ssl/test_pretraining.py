@@ -144,14 +144,22 @@ def test_pipeline_end_to_end_on_toy_images(tmp_path):
 
 @pytest.mark.slow
 def test_pipeline_on_simulated_images(tmp_path):
-    """The simulator's dataset contract (study.simulate_dataset / load_images) end to end."""
+    """The simulator's dataset contract (study.simulate_dataset / load_images) end to end, with the
+    ssl-cpu execution settings (bf16-mixed, channels-last, cosine fine-tuning) and the regression's
+    Bayes-optimal ceiling on the test axion images."""
     cfg = _tiny_cfg(data={"source": "simulate", "instruments": ["euclid"], "n_per_class_train": 8,
                           "n_per_class_test": 4, "val_fraction": 0.25, "sim_set": ["dataset.compile=false"]},
-                    methods=["simsiam"], pretrain={"epochs": 1, "batch_size": 8, "proj_hidden": 16, "proj_dim": 16})
+                    methods=["simsiam"], pretrain={"epochs": 1, "batch_size": 8, "proj_hidden": 16, "proj_dim": 16},
+                    precision="bf16-mixed", channels_last=True, eval={"n_boot": 20, "oracle_grid": 11},
+                    finetune={"epochs": 1, "batch_size": 16, "lr": 1e-3, "head_hidden": 16, "label_fractions": [0.25, 1.0],
+                              "regression_epochs": 1, "max_epoch_scale": 1, "schedule": "cosine"})
     run = run_ssl(cfg, tmp_path / "run", devices=1)
     m = run.metrics()
     assert m["data"]["euclid"]["image_shape"] == [1, 64, 64] and m["data"]["euclid"]["n_test"] == 12
-    assert "Table 1: Model B (Euclid-like)" in run.report_path.read_text()
+    c = m["ceiling"]["euclid"]
+    assert c["n_images"] == 4 and 0 <= c["rmse"]["value"] < 1.0 and c["grid_step"] == pytest.approx(0.2)
+    html = run.report_path.read_text()
+    assert "Table 1: Model B (Euclid-like)" in html and "Bayes-optimal oracle" in html
 
 
 def test_simulate_stage_draws_from_the_lensing_simulator(tmp_path):

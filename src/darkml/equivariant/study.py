@@ -93,7 +93,8 @@ def expected_outputs(cfg: BenchmarkConfig) -> dict[str, int]:
 STUDY = Study(
     name="equivariant", title="ResNet50 vs equivariant networks (C8, Harmonic Net, Equivariant Transformer).",
     config_model=BenchmarkConfig, presets=PRESETS_DIR,
-    preset_aliases={"benchmark-quick": "quick", "benchmark-paper": "paper", "benchmark-cpu": "cpu"},
+    preset_aliases={"benchmark-quick": "quick", "benchmark-paper": "paper", "benchmark-cpu": "cpu",
+                    "benchmark-cpu-regress": "cpu-regress"},
     stages=(Stage("simulate", simulate, uses=("workers",)),
             Stage("train", train, uses=("devices", "accelerator")),
             Stage("evaluate", evaluate),

@@ -14,6 +14,8 @@ in turn by the exact one (``DiscDF.log_df`` and ``DiscDF.log_nu``, both differen
 | c2 | learned | exact | Boltzmann | Gauss |
 | c3 | learned | learned | Boltzmann | Gauss (the method) |
 | d | ∂² ln ν/∂z² at the mid-plane under the observer: learned / exact | | | |
+| e | a_z above the observer (z = 0.05 … 0.3 kpc), exact ν, with ∇_x log f and ∇_v log f of the
+      Boltzmann least squares each taken from the learned p(v|x) or the exact one (:func:`gradient_swap`) |
 
 Velocities are always drawn from the learned p(v|x) (the least-squares solution is exact for
 any velocity sample when f is exact, so rows a and b must agree). The bias of the method is
@@ -36,7 +38,7 @@ from . import boltzmann, gauss
 from .config import PhaseSpaceConfig
 from .dataset import truth_model
 
-__all__ = ["HybridModel", "isolate", "midplane_curvature"]
+__all__ = ["HybridModel", "gradient_swap", "isolate", "midplane_curvature"]
 
 
 class HybridModel(nn.Module):
@@ -69,6 +71,37 @@ def midplane_curvature(log_nu, R: float, h: float = 0.01) -> float:
     with torch.no_grad():
         v = log_nu(pts).to(torch.float64)
     return float((v[0] - 2 * v[1] + v[2]) / h**2)
+
+
+def gradient_swap(flow, df, pot, points: torch.Tensor, n_velocities: int = 4000, weighting: str = "f",
+                  seed: int = 0) -> dict[str, Any]:
+    """Which gradient of the learned p(v|x) biases the Boltzmann acceleration?
+
+    At each point (P, 3), velocities are drawn from the learned p(v|x) and the least-squares
+    acceleration is solved with ν exact and (∇_x log f, ∇_v log f, weights) taken from the exact
+    DF or from exact ν × learned p(v|x), in the four combinations. Returns the exact
+    acceleration and the four solutions (each (P, 3), (km/s)²/kpc): ``learned`` (both
+    gradients learned: row c1's field), ``learned_x`` (∇_x learned, ∇_v exact), ``learned_v``
+    (∇_x exact, ∇_v learned) and ``exact`` (both exact: must equal ``truth`` for any velocities)."""
+    from .boltzmann import least_squares_acceleration
+    from .flows import log_f_and_grads
+
+    exact_m, learned_m = HybridModel(flow, df, "exact", "exact"), HybridModel(flow, df, "exact", "learned")
+    g = torch.Generator().manual_seed(seed)
+    p = points.shape[0]
+    with torch.no_grad():
+        v = flow.sample_v(points.float(), n_velocities, generator=g)  # (P, N, 3)
+    x = points.float()[:, None, :].expand(p, n_velocities, 3).reshape(-1, 3)
+    vv = v.reshape(-1, 3).float()
+    lf_e, gx_e, gv_e = log_f_and_grads(exact_m.log_prob, x, vv)
+    lf_l, gx_l, gv_l = log_f_and_grads(learned_m.log_prob, x, vv)
+
+    def solve(gx, gv, lf):
+        r = lambda t: t.reshape(p, n_velocities, *t.shape[1:])  # noqa: E731
+        return least_squares_acceleration(r(vv), r(gx), r(gv), r(lf), weighting)[0]
+
+    return {"truth": pot.acceleration(points.to(torch.float64)), "learned": solve(gx_l, gv_l, lf_l),
+            "learned_x": solve(gx_l, gv_e, lf_e), "learned_v": solve(gx_e, gv_l, lf_e), "exact": solve(gx_e, gv_e, lf_e)}
 
 
 def isolate(cfg: PhaseSpaceConfig, run: Run, member: int = 0, dataset: str = "original") -> dict[str, Any]:
@@ -104,6 +137,12 @@ def isolate(cfg: PhaseSpaceConfig, run: Run, member: int = 0, dataset: str = "or
            "rho_smoothed_truth": truth,
            "rows": {k: {"rho": v, "error": v / truth - 1.0} for k, v in rows.items() if k != "truth_smoothed"},
            "curvature": {"exact": k_true, "learned": k_flow, "ratio": k_flow / k_true}}
+    zs = [0.05, 0.1, 0.2, 0.3]
+    pts = torch.tensor([[sun[0], sun[1], sun[2] + z] for z in zs], dtype=torch.float64)
+    sw = gradient_swap(flow, df, pot, pts, weighting=m.weighting, seed=cfg.seed)
+    out["gradient_swap"] = {"z_kpc": zs, "truth_az": sw["truth"][:, 2].tolist(),
+                            **{k: (sw[k][:, 2].double() / sw["truth"][:, 2]).tolist()
+                               for k in ("learned", "learned_x", "learned_v", "exact")}}
     return out
 
 
@@ -128,6 +167,11 @@ def main(argv=None) -> int:
         print(f"  ({k}) {names[k]:40s} {r['rho']:.4g}  {100 * r['error']:+.1f} %")
     c = res["curvature"]
     print(f"  (d) d2 ln nu/dz2 at the mid-plane: learned {c['learned']:.2f}, exact {c['exact']:.2f} kpc^-2, ratio {c['ratio']:.2f}")
+    sw = res["gradient_swap"]
+    print("  (e) a_z / exact above the observer, exact nu:   z [kpc]: " + "  ".join(f"{z:6.2f}" for z in sw["z_kpc"]))
+    for k, name in (("learned", "grad_x, grad_v learned"), ("learned_x", "grad_x learned, grad_v exact"),
+                    ("learned_v", "grad_x exact, grad_v learned"), ("exact", "both exact")):
+        print(f"      {name:34s}" + "  ".join(f"{r:6.3f}" for r in sw[k]))
     return 0
 
 

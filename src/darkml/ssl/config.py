@@ -175,7 +175,10 @@ class SSLConfig(StudyConfig):
     encoders: list[str] = Field(["resnet50", "vit"], description="encoders")
     patch_size: int = Field(8, ge=1, le=64, description="ViT patch size (8 → 64 tokens on 64×64 images)")
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
-    precision: str | None = Field(None, description="Lightning precision (None: 16-mixed on GPU, 32-true on CPU)")
+    precision: str | None = Field(None, description="Lightning precision (None: 16-mixed on GPU, 32-true on CPU; "
+                                                    "bf16-mixed on CPUs with AVX512-BF16/AMX)")
+    channels_last: bool = Field(False, description="channels-last memory format for the convolutions (faster on CPU "
+                                                   "and under AMP on GPU)")
     data: SSLDataCfg = SSLDataCfg()
     augment: AugmentCfg = AugmentCfg()
     pretrain: PretrainCfg = PretrainCfg()

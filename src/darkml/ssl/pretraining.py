@@ -52,6 +52,12 @@ def _fit_kw(cfg: SSLConfig, devices) -> dict[str, Any]:
     return {"devices": devices, "accelerator": cfg.accelerator, "precision": cfg.precision}
 
 
+def _memory_format(cfg: SSLConfig, module: torch.nn.Module) -> torch.nn.Module:
+    """The module in channels-last format when ``cfg.channels_last`` (convolution weights only;
+    the one-channel images are the same bytes in either layout)."""
+    return module.to(memory_format=torch.channels_last) if cfg.channels_last else module
+
+
 def _method_options(cfg: SSLConfig) -> dict[str, Any]:
     p = cfg.pretrain
     return {
@@ -87,6 +93,7 @@ def pretrain_encoder(cfg: SSLConfig, method: str, encoder_name: str, images: np.
         torch.manual_seed(cfg.seed)
         module = build_method(method, encoder, views=_views(cfg, method),
                               momentum=p.dino_momentum if method == "dino" else p.byol_momentum, **_method_options(cfg))
+    module = _memory_format(cfg, module)
     collapse_init = _collapse(module, val_images)
     train = _loader(images, batch_size=p.batch_size, shuffle=True, seed=cfg.seed)
     val = _loader(val_images, batch_size=p.batch_size, shuffle=False, seed=cfg.seed,
@@ -167,6 +174,7 @@ def finetune(cfg: SSLConfig, encoder: torch.nn.Module, task: Literal["classify",
                                  plateau_patience=f.plateau_patience, schedule=f.schedule,
                                  warmup_fraction=f.warmup_fraction, target_mean=float(np.mean(y_tr)),
                                  target_std=float(max(np.std(y_tr), 1e-3)))
+    module = _memory_format(cfg, module)
     aug = ViewAugment(f.rotate, f.flip, f.shift_px)
     tr_loader = _loader(train.images, y_tr, batch_size=f.batch_size, shuffle=True, seed=cfg.seed, transform=aug,
                         num_workers=cfg.data.loader_workers)
