@@ -101,6 +101,9 @@ def bench(runs: list[str]) -> str:
                     out.append(f"| {NAMES.get(name, name)} | {fmt_ci(t['rmse'])} | {fmt_ci(t['mae'])} | {paper} | "
                                f"{tr[name]['train_images_per_s']:.0f} | {tr[name]['fit_wall_s'] / 60:.1f} min |")
                 out.append(f"| predict the training mean | {fmt_ci(ref)} | {fmt_ci(b['reference'][ds]['mae'])} | | | |")
+                ceil = b.get("ceiling", {}).get(ds)
+                if ceil:
+                    out.append(f"| **Bayes-optimal oracle** (the ceiling) | **{fmt_ci(ceil['rmse'])}** | {fmt_ci(ceil['mae'])} | | | |")
             comp = b.get("comparison", {}).get(ds, {})
             if comp:
                 key = "Δ macro AUC" if task == "classify" else "Δ RMSE"
@@ -146,6 +149,10 @@ def ssl(run: str) -> str:
                     paper_s = f"{paper[0]:.3f} → {paper[1]:.3f}" if paper else "–"
                 out.append(f"| {SSL_NAMES.get(init, init)} | {cells} | {fmt_ci(probe.get('macro_auc'))} | "
                            f"{fmt_ci(r.get('regress', {}).get('rmse'))} | {fmt_ci(probe.get('rmse'))} | {paper_s} |")
+            ceil = m.get("ceiling", {}).get(inst)
+            if ceil:
+                blanks = " | ".join("" for _ in fracs)
+                out.append(f"| **Bayes-optimal oracle** (the regression's ceiling) | {blanks} | | **{fmt_ci(ceil['rmse'])}** | | |")
             parts.append("\n".join(out))
     summ = m.get("summary", {}).get("ssl_ge_supervised", {})
     if summ:
