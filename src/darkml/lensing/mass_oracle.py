@@ -33,7 +33,13 @@ import torch
 from .. import metrics
 from ..parallel import progress
 from .fast import render_torch
-from .params import LensingSimConfig, Records, noise_fields, noise_sigmas, vortex_half_length
+from .params import (
+    LensingSimConfig,
+    Records,
+    noise_fields,
+    noise_sigmas,
+    vortex_half_length,
+)
 
 __all__ = ["axion_mass_oracle", "measure_stored_oracle", "summarise_oracle"]
 
@@ -111,7 +117,7 @@ def summarise_oracle(res: dict[str, np.ndarray], n_boot: int = 1000, level: floa
     whose posterior is narrower than a tenth of the prior (resolved vortices)."""
     t, m = res["truth"], res["mean"]
     out = metrics.regression_metrics(t, m, n_boot=n_boot, level=level, seed=seed)
-    out["n_images"] = int(len(t))
+    out["n_images"] = len(t)
     out["truth_std"] = float(np.std(t))
     out["grid_step"] = float(res["grid_step"])
     out["resolved_fraction"] = float(np.mean(res["std"] < 0.1 * (np.ptp(t) if len(t) > 1 else 1.0)))
