@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as _dt
+import io
 import json
 import logging
 import os
@@ -41,7 +42,7 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T", bound=BaseModel)
 
-__all__ = ["Run", "RunError", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "to_jsonable",
+__all__ = ["Run", "RunError", "atomic_write_bytes", "atomic_write_text", "atomic_write_json", "atomic_write_npz", "to_jsonable",
            "machine_info", "provenance"]
 
 #: config fields (by name) that say how a run executes, not what it computes: a run directory
@@ -98,6 +99,13 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> Path:
 
 def atomic_write_text(path: Path | str, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def atomic_write_npz(path: Path | str, **arrays: Any) -> Path:
+    """``np.savez`` of ``arrays`` to ``path``, written atomically (a reader never sees half a file)."""
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def to_jsonable(obj: Any) -> Any:

@@ -20,7 +20,6 @@ symmetries, D4) for the non-equivariant baseline. The stages are in
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import logging
 import math
@@ -32,7 +31,7 @@ import numpy as np
 import torch
 
 from darkml.lensing.dataset import load_images, load_sim_config, simulate_dataset
-from darkml.runs import atomic_write_bytes
+from darkml.runs import atomic_write_npz
 
 from .. import metrics
 from ..config import ConfigError, config_to_dict
@@ -109,9 +108,7 @@ def write_given_data(cfg: BenchmarkConfig, run: Run, data: dict[str, dict[str, A
     for name, splits in data.items():
         for split in ("train", "test"):
             x, y, m = splits[split]
-            buf = io.BytesIO()
-            np.savez(buf, images=x, labels=y, log10_m=m)
-            atomic_write_bytes(_given_path(run, name, split), buf.getvalue())
+            atomic_write_npz(_given_path(run, name, split), images=x, labels=y, log10_m=m)
     run.update_metrics({"benchmark": {"datasets": {n: {"path": "given", "n_train": int(len(s["train"][1])),
                                                        "n_test": int(len(s["test"][1]))} for n, s in data.items()}}})
 
@@ -329,7 +326,7 @@ def evaluate(cfg: BenchmarkConfig, run: Run, data: dict[str, dict[str, Arrays]])
         if cfg.task == "regress":  # the no-learning reference: predict the training-set mean
             y_tr = _splits(cfg, arrays["train"])[0][1]
             reference[dataset] = _score(cfg, y, np.full(len(y), float(np.mean(y_tr)), np.float32))
-            oracle = _mass_oracle(cfg, run, dataset, arrays["test"][1], y)
+            oracle = _mass_oracle(cfg, run, dataset, y)
             if oracle:
                 ceiling[dataset] = oracle
         base = "resnet50" if "resnet50" in preds else cfg.models[0]
@@ -341,23 +338,19 @@ def evaluate(cfg: BenchmarkConfig, run: Run, data: dict[str, dict[str, Arrays]])
     return {"test": results, "tta": tta, "comparison": comparison, "reference": reference, "ceiling": ceiling}
 
 
-def _mass_oracle(cfg: BenchmarkConfig, run: Run, dataset: str, labels: np.ndarray, y: np.ndarray) -> dict[str, Any] | None:
-    """The regression's physical ceiling on the same axion test images: the Bayes-optimal
-    log10 m_a of :mod:`darkml.lensing.mass_oracle` (saved to ``predictions/oracle-<dataset>.npz``,
-    resumable). None for given (in-memory) datasets, whose records are unknown."""
-    if not cfg.eval.mass_oracle or (run.path / "datasets" / dataset / "test.npz").is_file():
+def _mass_oracle(cfg: BenchmarkConfig, run: Run, dataset: str, y: np.ndarray) -> dict[str, Any] | None:
+    """The regression's physical ceiling on the same axion test images (:mod:`darkml.lensing.mass_oracle`,
+    cached in ``predictions/oracle-<dataset>.npz``). None for given (in-memory) datasets, whose
+    records are unknown."""
+    if not cfg.eval.mass_oracle or _given_path(run, dataset, "test").is_file():
         return None
-    from ..lensing.mass_oracle import measure_stored_oracle, summarise_oracle
+    from ..lensing.mass_oracle import stored_ceiling
 
     path = _dataset_path(cfg, run, dataset, _sim_config(cfg, dataset))
-    samples = np.nonzero(np.asarray(labels) == 2)[0]
-    log.info("%s: Bayes-optimal axion mass of %d test images (%d grid points)", dataset, len(samples), cfg.eval.oracle_grid)
-    res = measure_stored_oracle(path, "test", samples, run.path / "predictions" / f"oracle-{dataset}.npz",
-                                grid_points=cfg.eval.oracle_grid)
+    out, res = stored_ceiling(path, run.path / "predictions" / f"oracle-{dataset}.npz", cfg.eval.oracle_grid,
+                              n_boot=cfg.eval.n_boot, level=cfg.eval.level, seed=cfg.seed)
     if not np.allclose(res["truth"], np.asarray(y, np.float64), atol=1e-5):
         raise ConfigError(f"mass oracle of {dataset}: the stored records do not match the test images (dataset changed?)")
-    out = summarise_oracle(res, n_boot=cfg.eval.n_boot, level=cfg.eval.level, seed=cfg.seed)
-    log.info("%s Bayes-optimal oracle: %s", dataset, _headline(cfg, out))
     return out
 
 

@@ -29,7 +29,6 @@ over-estimate of the ceiling.
 
 from __future__ import annotations
 
-import io
 import logging
 import math
 from pathlib import Path
@@ -184,7 +183,7 @@ def measure_stored(dataset: Path, split: str, samples: np.ndarray, out: Path, ba
                    max_iter: int = 40) -> dict[str, np.ndarray]:
     """:func:`detectability` of stored ``samples`` of a dataset, written atomically to ``out``
     (``.npz`` with a ``samples`` column); an existing ``out`` is read back instead (resume)."""
-    from ..runs import atomic_write_bytes
+    from ..runs import atomic_write_npz
     from .dataset import load_records
 
     if out.is_file():
@@ -193,9 +192,7 @@ def measure_stored(dataset: Path, split: str, samples: np.ndarray, out: Path, ba
     samples = np.sort(np.asarray(samples, dtype=np.int64))
     rec, sim_cfg = load_records(dataset, split, samples)
     res = detectability(rec, sim_cfg, batch_size=batch_size, max_iter=max_iter)
-    buf = io.BytesIO()
-    np.savez(buf, samples=samples, **res)
-    atomic_write_bytes(out, buf.getvalue())
+    atomic_write_npz(out, samples=samples, **res)
     return res
 
 

@@ -22,7 +22,7 @@ grid renders ``vortex_L_half`` with it.
 
 from __future__ import annotations
 
-import io
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,9 @@ from .params import (
     vortex_half_length,
 )
 
-__all__ = ["axion_mass_oracle", "measure_stored_oracle", "summarise_oracle"]
+log = logging.getLogger(__name__)
+
+__all__ = ["axion_mass_oracle", "measure_stored_oracle", "stored_ceiling", "summarise_oracle"]
 
 
 def _with_mass(rec: Records, log10_m: float, length_scale: float) -> Records:
@@ -95,7 +97,7 @@ def measure_stored_oracle(dataset: Path, split: str, samples: np.ndarray, out: P
                           batch_size: int = 32) -> dict[str, np.ndarray]:
     """:func:`axion_mass_oracle` of stored axion ``samples`` of a dataset, written atomically to
     ``out`` (``.npz`` with a ``samples`` column); an existing ``out`` is read back (resume)."""
-    from ..runs import atomic_write_bytes
+    from ..runs import atomic_write_npz
     from .dataset import load_records
 
     samples = np.sort(np.asarray(samples, dtype=np.int64))
@@ -105,10 +107,25 @@ def measure_stored_oracle(dataset: Path, split: str, samples: np.ndarray, out: P
                 return {k: f[k] for k in f.files if k not in ("samples", "grid_points")}
     rec, sim_cfg = load_records(dataset, split, samples)
     res = axion_mass_oracle(rec, sim_cfg, grid_points=grid_points, batch_size=batch_size)
-    buf = io.BytesIO()
-    np.savez(buf, samples=samples, grid_points=np.int64(grid_points), **res)
-    atomic_write_bytes(out, buf.getvalue())
+    atomic_write_npz(out, samples=samples, grid_points=np.int64(grid_points), **res)
     return res
+
+
+def stored_ceiling(dataset: Path, out: Path, grid_points: int = 101, n_boot: int = 1000, level: float = 0.68,
+                   seed: int = 0, split: str = "test") -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+    """The regression's ceiling on every axion image of a stored split: (:func:`summarise_oracle`,
+    the per-image result of :func:`measure_stored_oracle`, in store order; cached in ``out``)."""
+    from .dataset import open_split
+
+    store = open_split(dataset, split)
+    samples = np.nonzero(store.read("label", np.arange(store.n_samples)) == 2)[0]
+    log.info("%s/%s: Bayes-optimal axion mass of %d images (%d grid points)", dataset, split, len(samples), grid_points)
+    res = measure_stored_oracle(dataset, split, samples, out, grid_points=grid_points)
+    if not np.all(np.isfinite(res["truth"])):
+        raise ValueError(f"mass oracle of {dataset}/{split}: some axion records have no axion mass")
+    summary = summarise_oracle(res, n_boot=n_boot, level=level, seed=seed)
+    log.info("%s/%s Bayes-optimal oracle: RMSE %.4f dex", dataset, split, summary["rmse"]["value"])
+    return summary, res
 
 
 def summarise_oracle(res: dict[str, np.ndarray], n_boot: int = 1000, level: float = 0.68, seed: int = 0) -> dict[str, Any]:

@@ -80,13 +80,16 @@ def _kl_to_truth(cfg: PhaseSpaceConfig, x: np.ndarray, v: np.ndarray, results) -
     return out
 
 
-def _load_ensemble(run: Run, cfg: PhaseSpaceConfig, name: str, device) -> list:
+def load_trained_member(run: Run, name: str, k: int, device: str | torch.device = "cpu"):
+    """The best checkpoint of ensemble member ``k`` trained on dataset ``name`` (``original``,
+    ``smeared``, ``reperturbed``), in eval mode."""
     import json
 
-    models = []
-    for k in range(_members(cfg, name)):
-        done = run.checkpoints / name / f"m{k}" / "done.json"
-        if not done.is_file():
-            raise DatasetError(f"no trained flow {name}/m{k} in {run.path}; run the train stage first")
-        models.append(flows.load_member(json.loads(done.read_text())["best_path"], device))
-    return models
+    done = run.checkpoints / name / f"m{k}" / "done.json"
+    if not done.is_file():
+        raise DatasetError(f"no trained flow {name}/m{k} in {run.path}; run the train stage first")
+    return flows.load_member(json.loads(done.read_text())["best_path"], device)
+
+
+def _load_ensemble(run: Run, cfg: PhaseSpaceConfig, name: str, device) -> list:
+    return [load_trained_member(run, name, k, device) for k in range(_members(cfg, name))]

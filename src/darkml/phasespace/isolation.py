@@ -38,7 +38,7 @@ from . import boltzmann, gauss
 from .config import PhaseSpaceConfig
 from .dataset import truth_model
 
-__all__ = ["HybridModel", "gradient_swap", "isolate", "midplane_curvature"]
+__all__ = ["HybridModel", "gradient_swap", "isolate", "midplane_curvature", "observer_truth"]
 
 
 class HybridModel(nn.Module):
@@ -104,19 +104,23 @@ def gradient_swap(flow, df, pot, points: torch.Tensor, n_velocities: int = 4000,
             "learned_x": solve(gx_l, gv_e, lf_e), "learned_v": solve(gx_e, gv_l, lf_e), "exact": solve(gx_e, gv_e, lf_e)}
 
 
+def observer_truth(cfg: PhaseSpaceConfig) -> tuple[Any, Any, gauss.Kernel, list[float], float]:
+    """The mock's exact potential and DF, the run's density kernel, the observer's position and the
+    exact smoothed density there: what every exact-truth comparison at the observer starts from."""
+    pot, df = truth_model(cfg)
+    kernel = gauss.Kernel(tuple(cfg.measure.bandwidth_kpc), cfg.measure.truncation)
+    sun = [float(c) for c in cfg.mock.observer_kpc]
+    truth = gauss.smoothed_density(lambda p: pot.density(p.to(torch.float64)), sun, kernel)
+    return pot, df, kernel, sun, truth
+
+
 def isolate(cfg: PhaseSpaceConfig, run: Run, member: int = 0, dataset: str = "original") -> dict[str, Any]:
     """The isolation table for one trained ensemble member (module docstring)."""
-    from .flows import load_member
+    from .ensembles import load_trained_member
 
-    pot, df = truth_model(cfg)
+    pot, df, kernel, sun, truth = observer_truth(cfg)
     m = cfg.measure
-    kernel = gauss.Kernel(tuple(m.bandwidth_kpc), m.truncation)
-    sun = [float(c) for c in cfg.mock.observer_kpc]
-    done = run.checkpoints / dataset / f"m{member}" / "done.json"
-    if not done.is_file():
-        raise FileNotFoundError(f"{done}: no trained member {member} of {dataset}; run the train stage first")
-    flow = load_member(json.loads(done.read_text())["best_path"]).eval()
-    truth = gauss.smoothed_density(lambda p: pot.density(p.to(torch.float64)), sun, kernel)
+    flow = load_trained_member(run, dataset, member)
     rows: dict[str, Any] = {"truth_smoothed": truth}
 
     def exact_acc(p: torch.Tensor) -> torch.Tensor:

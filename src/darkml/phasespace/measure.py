@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import time
 from typing import Any
@@ -13,7 +12,7 @@ import torch
 from darkml.config import ConfigError
 from darkml.learn.devices import resolve_device
 from darkml.phasespace import boltzmann, flows, gauss, jeans
-from darkml.runs import Run, atomic_write_bytes
+from darkml.runs import Run, atomic_write_npz
 
 from .config import ACC_UNIT, RHO_UNIT, PhaseSpaceConfig
 from .dataset import dataset_names, load_stars, truth_model
@@ -173,9 +172,7 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
                 arrays["true_rho_dm_smoothed"] = np.array(
                     [gauss.smoothed_density(lambda q: pot.density(q, ("halo",)), p, kernel) for p in dp_all])
             arrays["jeans_points_true_rho"] = pot.density(torch.tensor(jp)).numpy() if cfg.jeans.enabled else np.zeros(0)
-    buf = io.BytesIO()
-    np.savez(buf, **arrays)
-    atomic_write_bytes(run.path / "profiles.npz", buf.getvalue())
+    atomic_write_npz(run.path / "profiles.npz", **arrays)
     summary = _summarise(cfg, arrays)
     summary["cost"] = {
         "acceleration_s_per_point": float(np.mean(cost.get("acceleration_s_per_point", [np.nan]))),

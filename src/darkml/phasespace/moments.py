@@ -89,25 +89,17 @@ def density_at_observer(run_dir: Path | str, members: int = 3, n_velocities: int
     from ..runs import Run
     from . import gauss
     from .config import PhaseSpaceConfig
-    from .dataset import truth_model
-    from .flows import load_member
+    from .ensembles import load_trained_member
+    from .isolation import observer_truth
 
     run = Run.open(run_dir)
     cfg = run.load_config(PhaseSpaceConfig)
-    pot, df = truth_model(cfg)
-    m = cfg.measure
-    kernel = gauss.Kernel(tuple(m.bandwidth_kpc), m.truncation)
-    sun = [float(c) for c in cfg.mock.observer_kpc]
-    truth = gauss.smoothed_density(lambda p: pot.density(p.to(torch.float64)), sun, kernel)
+    _, df, kernel, sun, truth = observer_truth(cfg)
+    ln = (lambda p: df.log_nu(p.to(torch.float64)).to(torch.float32)) if exact_nu else None
     rows = []
     for k in range(members):
-        done = run.checkpoints / dataset / f"m{k}" / "done.json"
-        if not done.is_file():
-            raise FileNotFoundError(f"{done}: no trained member {k} of {dataset}; run the train stage first")
-        flow = load_member(json.loads(done.read_text())["best_path"]).eval()
-        ln = (lambda p: df.log_nu(p.to(torch.float64)).to(torch.float32)) if exact_nu else None
-        field = MomentField(flow, n_velocities, seed=cfg.seed, log_nu=ln)
-        rho = gauss.density_fast(field, sun, kernel, *m.fast_nodes).rho
+        field = MomentField(load_trained_member(run, dataset, k), n_velocities, seed=cfg.seed, log_nu=ln)
+        rho = gauss.density_fast(field, sun, kernel, *cfg.measure.fast_nodes).rho
         rows.append({"member": k, "rho": rho, "error": rho / truth - 1.0})
     err = np.array([r["error"] for r in rows])
     return {"run": str(run_dir), "n_stars": cfg.mock.n_stars, "exact_nu": exact_nu, "n_velocities": n_velocities,

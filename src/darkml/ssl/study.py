@@ -75,32 +75,15 @@ def evaluate(run: Run) -> dict[str, Any]:
 
 def mass_ceiling(cfg: SSLConfig, run: Run) -> dict[str, Any]:
     """The regression's physical ceiling per simulated dataset: the Bayes-optimal log10 m_a of
-    every axion test image (:mod:`darkml.lensing.mass_oracle`; saved under ``predictions/``,
-    resumable). Empty for the toy source or with ``eval.mass_oracle`` off."""
-    import numpy as np
+    every axion test image (:mod:`darkml.lensing.mass_oracle`; cached under ``predictions/``).
+    Empty for the toy source or with ``eval.mass_oracle`` off."""
+    from darkml.lensing.mass_oracle import stored_ceiling
 
-    from darkml.config import ConfigError
-    from darkml.lensing.dataset import open_split
-    from darkml.lensing.mass_oracle import measure_stored_oracle, summarise_oracle
-
-    out: dict[str, Any] = {}
     if cfg.data.source != "simulate" or not cfg.eval.mass_oracle or not cfg.finetune.regression:
-        return out
-    for inst in cfg.data.instruments:
-        path = run.dataset_path / inst
-        store = open_split(path, "test")
-        labels = store.read("label", np.arange(store.n_samples))
-        samples = np.nonzero(labels == 2)[0]
-        log.info("%s: Bayes-optimal axion mass of %d test images (%d grid points)", inst, len(samples),
-                 cfg.eval.oracle_grid)
-        (run.path / "predictions").mkdir(exist_ok=True)
-        res = measure_stored_oracle(path, "test", samples, run.path / "predictions" / f"oracle-{inst}.npz",
-                                    grid_points=cfg.eval.oracle_grid)
-        if not np.all(np.isfinite(res["truth"])):
-            raise ConfigError(f"mass oracle of {inst}: some axion test records have no axion mass")
-        out[inst] = summarise_oracle(res, n_boot=cfg.eval.n_boot, level=cfg.eval.level, seed=cfg.seed)
-        log.info("%s Bayes-optimal oracle: RMSE %.4f dex", inst, out[inst]["rmse"]["value"])
-    return out
+        return {}
+    return {inst: stored_ceiling(run.dataset_path / inst, run.path / "predictions" / f"oracle-{inst}.npz",
+                                 cfg.eval.oracle_grid, n_boot=cfg.eval.n_boot, level=cfg.eval.level, seed=cfg.seed)[0]
+            for inst in cfg.data.instruments}
 
 
 def report(run: Run) -> Path:
