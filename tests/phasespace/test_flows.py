@@ -77,9 +77,11 @@ def test_gradients_match_finite_differences():
         np.testing.assert_allclose(gv[:, i].numpy(), fv.numpy(), rtol=1e-5, atol=1e-9)
 
 
-def test_flow_learns_a_gaussian(tmp_path):
+@pytest.mark.parametrize("schedule", ["plateau", "cosine"])
+def test_flow_learns_a_gaussian(tmp_path, schedule):
     """Positions: a Gaussian blob well inside the ball; velocities: a correlated Gaussian whose mean
-    depends linearly on x. The trained flow must match both analytic log densities."""
+    depends linearly on x. The trained flow must match both analytic log densities, with either
+    learning-rate schedule (the cosine one runs every epoch: patience does not stop it)."""
     rng = np.random.default_rng(2)
     n = 4000
     cov_x = np.diag([0.6, 0.4, 0.3]) ** 2
@@ -88,10 +90,13 @@ def test_flow_learns_a_gaussian(tmp_path):
     L = np.array([[30.0, 0, 0], [10.0, 20.0, 0], [0, 5.0, 15.0]])
     mu_v = lambda xx: np.array([0.0, 220.0, 0.0]) + (xx - OBSERVER_KPC) @ A.T  # noqa: E731
     v = mu_v(x) + rng.standard_normal((n, 3)) @ L.T
-    settings = TrainSettings(batch_size=200, lr=3e-3, max_epochs=25, patience=5, plateau_patience=3, bootstrap=False,
-                             accelerator="cpu", devices=1)
+    settings = TrainSettings(batch_size=200, lr=3e-3, max_epochs=25, patience=2 if schedule == "cosine" else 5,
+                             plateau_patience=3, bootstrap=False, accelerator="cpu", devices=1, schedule=schedule,
+                             warmup_fraction=0.05)
     res = train_member(x, v, dict(observer=OBSERVER_KPC, radius=3.5, transforms=3, hidden=(32, 32)), settings,
                        tmp_path / "m0", member=0, seed=0, log_dir=tmp_path / "logs")
+    if schedule == "cosine":
+        assert res.epochs == 25
     model = load_member(res.best_path).double()
     xt = rng.multivariate_normal(OBSERVER_KPC, cov_x, size=500)
     vt = mu_v(xt) + rng.standard_normal((500, 3)) @ L.T
@@ -152,3 +157,11 @@ def test_z_stretch_preprocessing_is_invertible_with_exact_jacobian():
     pts = torch.stack([torch.full_like(zs, 8.122), torch.zeros_like(zs), zs], dim=1)
     ls = pre._stretch(pts)[1]
     assert ((ls[0] - 2 * ls[1] + ls[2]) / 1e-6).item() == pytest.approx(-1 / 0.3**2, rel=1e-4)
+
+
+def test_density_module_refuses_an_unknown_schedule():
+    from darkml.phasespace.flows import DensityModule
+
+    spec = _random_flow().spec
+    with pytest.raises(ValueError, match="schedule = 'step'"):
+        DensityModule(spec, schedule="step")

@@ -25,7 +25,8 @@ def _settings(cfg: PhaseSpaceConfig) -> flows.TrainSettings:
     return flows.TrainSettings(batch_size=t.batch_size, lr=t.lr, max_epochs=t.max_epochs, patience=t.patience,
                                plateau_patience=t.plateau_patience, val_fraction=t.val_fraction, bootstrap=t.bootstrap,
                                accelerator=t.accelerator, devices=t.devices, cpu_threads=t.cpu_threads,
-                               tensorboard=t.logger == "tensorboard")
+                               tensorboard=t.logger == "tensorboard", schedule=t.schedule,
+                               warmup_fraction=t.warmup_fraction)
 
 
 def _members(cfg: PhaseSpaceConfig, name: str) -> int:
