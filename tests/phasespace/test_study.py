@@ -15,7 +15,7 @@ TINY = [
     "train.ensemble_smeared=1", "train.max_epochs=3", "train.patience=2", "train.batch_size=512",
     "measure.n_velocities=64", "measure.profile_points=3", "measure.density_profile_points=2", "measure.fast_velocities=32",
     "measure.fast_nodes=[2,2,4]", "measure.paper_estimator=true", "measure.paper_kernel_points=64",
-    "measure.paper_velocities=32", "jeans.n_boot=2", "jeans.min_count=5",
+    "measure.paper_velocities=32", "jeans.n_boot=2", "jeans.min_count=5", "measure.moments_velocities=32",
 ]
 
 
@@ -32,6 +32,11 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert all("syst" in r for r in smeared)
     assert "accuracy" in meas and "original" in meas["accuracy"]["density_at_sun_rel_error"]
     assert meas["cost"]["paper_density_evaluations_per_point"] == 64 * 32
+    # the moment (Jeans-of-the-flows) density beside the Boltzmann one, for every dataset
+    mom = {r["dataset"]: r for r in meas["sun_density"] if "moments" in r["dataset"]}
+    assert set(mom) == {"original (smoothed, moments)", "smeared (smoothed, moments)", "reperturbed (smoothed, moments)"}
+    assert "syst" in mom["smeared (smoothed, moments)"] and np.isfinite(mom["original (smoothed, moments)"]["value"])
+    assert "original_moments" in meas["accuracy"]["density_at_sun_rel_error"]
     A = np.load(run.path / "profiles.npz")
     assert A["original_acc"].shape == (1 + 2 * 3, 3) and np.all(np.isfinite(A["original_acc"]))
     assert np.isfinite(A["true_rho_smoothed"]).all()
@@ -88,6 +93,8 @@ def test_simulation_is_deterministic_across_workers(tmp_path):
 def test_config_errors_name_the_field():
     with pytest.raises(ConfigError, match=r"measure.n_velocities = 2: must be >= 16"):
         study.load("quick", ["measure.n_velocities=2"])
+    with pytest.raises(ConfigError, match=r"measure.moments_velocities = 5: must be 0 \(off\) or >= 16"):
+        study.load("quick", ["measure.moments_velocities=5"])
     with pytest.raises(ConfigError, match="too few stars for the requested flows"):
         study.load("quick", ["mock.n_stars=500"])
     with pytest.raises(ConfigError, match="fractions sum to"):

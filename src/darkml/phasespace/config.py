@@ -180,6 +180,9 @@ class MeasureCfg(Section):
     paper_kernel_points: int = Field(3200, ge=16, le=1_000_000)
     paper_velocities: int = Field(10_000, ge=16, le=1_000_000)
     divergence: bool = True
+    moments_velocities: int = Field(0, ge=0, le=1_000_000, description="> 0: also the smoothed density at the Sun "
+                                    "with accelerations from the flows' velocity moments (moments.py), this many "
+                                    "velocities per position; 0 = off")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     cpu_threads: Optional[int] = Field(1, ge=1, le=256)
     batch_points: int = Field(50_000, ge=1000, le=100_000_000, description="(positions × velocities) per batch: ~5e4 on CPU, larger on GPU")
@@ -189,6 +192,13 @@ class MeasureCfg(Section):
     def _bw(cls, v):
         if len(v) != 3 or min(v) <= 0:
             raise ValueError("needs three bandwidths > 0 (kpc)")
+        return v
+
+    @field_validator("moments_velocities")
+    @classmethod
+    def _mom(cls, v):
+        if 0 < v < 16:
+            raise ValueError(f"must be 0 (off) or >= 16, got {v}")
         return v
 
     @field_validator("fast_nodes")

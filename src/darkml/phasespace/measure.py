@@ -11,7 +11,7 @@ import torch
 
 from darkml.config import ConfigError
 from darkml.learn.devices import resolve_device
-from darkml.phasespace import boltzmann, flows, gauss, jeans
+from darkml.phasespace import boltzmann, flows, gauss, jeans, moments
 from darkml.runs import Run, atomic_write_npz
 
 from .config import ACC_UNIT, RHO_UNIT, PhaseSpaceConfig
@@ -101,7 +101,7 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
     with flows.torch_threads(m.cpu_threads if dev.type == "cpu" else None):
         for name in dataset_names(cfg):
             models = _load_ensemble(run, cfg, name, dev)
-            acc, rho_sun, rho_x, rho_z, rho_div, rho_paper = [], [], [], [], [], []
+            acc, rho_sun, rho_x, rho_z, rho_div, rho_paper, rho_mom = [], [], [], [], [], [], []
             with_profiles = name == "original" or m.density_profiles_all_datasets
             for k, model in enumerate(models):
                 t0 = time.perf_counter()
@@ -117,6 +117,10 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
                 if with_profiles:
                     rho_x.append([gauss.density_fast(fast, p, kernel, *m.fast_nodes).rho for p in dpts["x"]])
                     rho_z.append([gauss.density_fast(fast, p, kernel, *m.fast_nodes).rho for p in dpts["z"]])
+                if m.moments_velocities:
+                    # the same kernel and nodes, accelerations from the Jeans equations of the flows (moments.py)
+                    mom = moments.MomentField(model, m.moments_velocities, seed=cfg.seed * 7919 + 300 + k)
+                    rho_mom.append(gauss.density_fast(mom, dpts["sun"][0], kernel, *m.fast_nodes).rho)
                 if m.divergence and name == "original":
                     rho_div.append(gauss.density_divergence(fast.differentiable, dpts["sun"][0]).rho)
                 if m.paper_estimator and name == "original":
@@ -142,6 +146,8 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
                     arrays[f"{name}_rho_{ax}"], arrays[f"{name}_rho_{ax}_stat"] = mu, sd
             if rho_div:
                 arrays[f"{name}_rho_div_sun"], arrays[f"{name}_rho_div_sun_stat"] = _agg(np.array(rho_div)[:, None])
+            if rho_mom:
+                arrays[f"{name}_rho_moments_sun"], arrays[f"{name}_rho_moments_sun_stat"] = _agg(np.array(rho_mom)[:, None])
             if rho_paper:
                 arrays[f"{name}_rho_paper_sun"], arrays[f"{name}_rho_paper_sun_stat"] = _agg(np.array(rho_paper)[:, None])
             results[name] = len(models)
@@ -260,6 +266,13 @@ def _summarise(cfg: PhaseSpaceConfig, A: dict[str, np.ndarray]) -> dict[str, Any
         if name == "smeared" and "reperturbed" in names:
             row["syst"] = abs(A["reperturbed_rho_sun"][0] - A["smeared_rho_sun"][0]) / RHO_UNIT
         rows_r.append(row)
+    for name in names:
+        if f"{name}_rho_moments_sun" in A:
+            row = {"dataset": f"{name} (smoothed, moments)", "value": A[f"{name}_rho_moments_sun"][0] / RHO_UNIT,
+                   "stat": A[f"{name}_rho_moments_sun_stat"][0] / RHO_UNIT}
+            if name == "smeared" and "reperturbed_rho_moments_sun" in A:
+                row["syst"] = abs(A["reperturbed_rho_moments_sun"][0] - A["smeared_rho_moments_sun"][0]) / RHO_UNIT
+            rows_r.append(row)
     if "original_rho_paper_sun" in A:
         rows_r.append({"dataset": "original (smoothed, paper MC)", "value": A["original_rho_paper_sun"][0] / RHO_UNIT,
                        "stat": A["original_rho_paper_sun_stat"][0] / RHO_UNIT})
@@ -285,6 +298,8 @@ def _summarise(cfg: PhaseSpaceConfig, A: dict[str, np.ndarray]) -> dict[str, Any
         dens = {}
         for name in names:
             dens[name] = float(A[f"{name}_rho_sun"][0] / A["true_rho_smoothed"][0] - 1)
+            if f"{name}_rho_moments_sun" in A:
+                dens[f"{name}_moments"] = float(A[f"{name}_rho_moments_sun"][0] / A["true_rho_smoothed"][0] - 1)
         if "original_rho_div_sun" in A:
             dens["original_point_autograd"] = float(A["original_rho_div_sun"][0] / A["true_rho_point"][0] - 1)
         if "original_rho_paper_sun" in A:

@@ -76,7 +76,10 @@ class MomentField:
         self.n_evaluations = 0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        out = [moment_acceleration(self.model.sample_v, self.log_nu, x[s : s + self.batch_points], self.base)
+        bufs = self.model.buffers() if hasattr(self.model, "buffers") else iter(())
+        dev = next(iter(bufs), torch.empty(0)).device  # the model's device (the flows keep their statistics as buffers)
+        x, base = x.to(dev), self.base.to(dev)
+        out = [moment_acceleration(self.model.sample_v, self.log_nu, x[s : s + self.batch_points], base).cpu()
                for s in range(0, x.shape[0], self.batch_points)]
         self.n_evaluations += x.shape[0] * self.n
         return torch.cat(out).to(torch.float64)
