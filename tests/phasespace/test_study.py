@@ -37,6 +37,9 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     assert set(mom) == {"original (smoothed, moments)", "smeared (smoothed, moments)", "reperturbed (smoothed, moments)"}
     assert "syst" in mom["smeared (smoothed, moments)"] and np.isfinite(mom["original (smoothed, moments)"]["value"])
     assert "original_moments" in meas["accuracy"]["density_at_sun_rel_error"]
+    dm = {r["dataset"]: r for r in meas["dark_matter"]["sun"]}
+    rho_b = dm["truth (smoothed)"]["rho_baryon"]
+    assert dm["original (moments)"]["rho_dm"] == pytest.approx(mom["original (smoothed, moments)"]["value"] - rho_b)
     A = np.load(run.path / "profiles.npz")
     assert A["original_acc"].shape == (1 + 2 * 3, 3) and np.all(np.isfinite(A["original_acc"]))
     assert np.isfinite(A["true_rho_smoothed"]).all()

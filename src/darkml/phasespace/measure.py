@@ -220,10 +220,13 @@ def _dark_matter(A: dict[str, np.ndarray], names: list[str]) -> dict[str, Any]:
     rows = [{"dataset": "truth (smoothed)", "rho_dm": t_dm / RHO_UNIT, "rho_baryon": t_b / RHO_UNIT,
              "dm_fraction_of_total": t_dm / t_tot}]
     for name in names:
-        est, st = float(A[f"{name}_rho_sun"][0]), float(A[f"{name}_rho_sun_stat"][0])
-        dm = est - t_b
-        rows.append({"dataset": name, "rho_dm": dm / RHO_UNIT, "stat": st / RHO_UNIT, "rel_error": dm / t_dm - 1.0,
-                     "rel_stat": st / t_dm})
+        for key, label in ((f"{name}_rho_sun", name), (f"{name}_rho_moments_sun", f"{name} (moments)")):
+            if key not in A:
+                continue
+            est, st = float(A[key][0]), float(A[key + "_stat"][0])
+            dm = est - t_b
+            rows.append({"dataset": label, "rho_dm": dm / RHO_UNIT, "stat": st / RHO_UNIT, "rel_error": dm / t_dm - 1.0,
+                         "rel_stat": st / t_dm})
     out: dict[str, Any] = {"sun": rows, "required_total_precision_for_10pct_dm": 0.1 * t_dm / t_tot}
     if "original_rho_x" in A:
         n = len(A["original_rho_x"])
