@@ -1,7 +1,7 @@
 """Is the position flow's mid-plane error a lack of stars or of training? (docs/phasespace.md)
 
     python scripts/phasespace_position_flow.py RUN_DIR [--schedule plateau|cosine] [--epochs 150]
-        [--transforms 4] [--hidden 48 48] [--seed 0]
+        [--transforms 4] [--hidden 48 48] [--seed 0] [--velocities-from RUN_DIR]
 
 Trains only ν(x) — the study's own position flow (``flows.PhaseSpaceFlow.pos`` behind
 ``BallPreprocess``) — on the run's original stars (80 % train / 20 % validation), with
@@ -13,7 +13,8 @@ Trains only ν(x) — the study's own position flow (``flows.PhaseSpaceFlow.pos`
 then prints, against the mock's exact ν: the validation −⟨ln ν⟩ of both, ∂² ln ν/∂z² at the
 mid-plane under the observer, the same curvature over the kernel's ±0.1 kpc (averaged over the
 kernel's 1 × 1 kpc face), and the smoothed density at the observer with the learned ν and the
-exact p(v|x) (isolation row c2; velocities drawn from the run's member 0).
+exact p(v|x) (isolation row c2; velocities drawn from member 0 of the run, or of
+``--velocities-from`` — a trained run of the same mock — when RUN_DIR holds only a simulated dataset).
 """
 
 from __future__ import annotations
@@ -51,12 +52,13 @@ def main(argv=None) -> int:
     ap.add_argument("--transforms", type=int, default=4)
     ap.add_argument("--hidden", type=int, nargs="+", default=[48, 48])
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--velocities-from", default=None, help="a trained run of the same mock (velocity sampler)")
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     torch.manual_seed(a.seed)
     run = Run.open(a.run_dir)
     cfg = run.load_config(PhaseSpaceConfig)
-    pot, df, kernel, sun, truth = observer_truth(cfg)
+    _, df, kernel, sun, truth = observer_truth(cfg)
     x, v = load_stars(run, cfg, "original")
     perm = np.random.default_rng(a.seed).permutation(len(x))
     n_val = len(x) // 5
@@ -99,7 +101,7 @@ def main(argv=None) -> int:
     R0 = math.hypot(sun[0], sun[1])
     k_f, k_t = midplane_curvature(lambda p: model.log_nu(p.float()), R0), midplane_curvature(df.log_nu, R0)
     b_f, b_t = box_curvature(lambda p: model.log_nu(p.float()), sun), box_curvature(df.log_nu, sun)
-    vel = load_trained_member(run, "original", 0)
+    vel = load_trained_member(Run.open(a.velocities_from) if a.velocities_from else run, "original", 0)
 
     class _Nu(torch.nn.Module):  # the learned ν with member 0's velocity sampler (p(v|x) itself is exact in c2)
         def log_nu(self, p):
