@@ -156,7 +156,7 @@ class TrainCfg(Section):
     plateau_patience: int = Field(6, ge=1, le=10_000)
     schedule: Literal["plateau", "cosine"] = Field("plateau", description="plateau: cut the rate when val_loss stalls, "
                                                    "stop early after `patience`; cosine: warm-up + half-cosine over all "
-                                                   "max_epochs, no early stopping (resolves the thin disc's mid-plane)")
+                                                   "max_epochs, no early stopping (keeps more of the thin disc's mid-plane: docs/phasespace.md)")
     warmup_fraction: float = Field(0.02, ge=0.0, lt=0.5, description="cosine: share of the steps with a linear warm-up")
     accelerator: Literal["auto", "cpu", "gpu"] = "auto"
     devices: int = Field(1, ge=1, le=64)

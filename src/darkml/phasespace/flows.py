@@ -254,8 +254,9 @@ class DensityModule(L.LightningModule):
     Adam, with ``schedule="plateau"`` the learning rate cut by ``plateau_factor`` when the
     validation loss stalls (1e-3 then 1e-4 in the reported setup); with ``schedule="cosine"`` a
     linear warm-up over ``warmup_fraction`` of the steps and a half-cosine to 0 at the last step
-    (docs/phasespace.md: the plateau schedule with early stopping leaves the thin disc's mid-plane
-    under-fitted). Logs ``train_loss``/``val_loss`` (= −⟨log f⟩).
+    (flows trained so keep more of the thin disc's mid-plane curvature than with the plateau
+    schedule and early stopping at the same likelihood: docs/phasespace.md, "Removing the bias").
+    Logs ``train_loss``/``val_loss`` (= −⟨log f⟩).
     """
 
     def __init__(self, spec: dict[str, Any], lr: float = 1e-3, weight_decay: float = 0.0,
