@@ -40,6 +40,11 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     dm = {r["dataset"]: r for r in meas["dark_matter"]["sun"]}
     rho_b = dm["truth (smoothed)"]["rho_baryon"]
     assert dm["original (moments)"]["rho_dm"] == pytest.approx(mom["original (smoothed, moments)"]["value"] - rho_b)
+    # the hybrid (a_x, a_y least squares + a_z moments) has its own row for every dataset (its arithmetic:
+    # test_gauss.test_hybrid_density_splits_linearly)
+    hyb = {r["dataset"]: r for r in meas["sun_density"] if "hybrid" in r["dataset"]}
+    assert set(hyb) == {"original (smoothed, hybrid)", "smeared (smoothed, hybrid)", "reperturbed (smoothed, hybrid)"}
+    assert np.isfinite(hyb["original (smoothed, hybrid)"]["value"]) and "original_hybrid" in meas["accuracy"]["density_at_sun_rel_error"]
     A = np.load(run.path / "profiles.npz")
     assert A["original_acc"].shape == (1 + 2 * 3, 3) and np.all(np.isfinite(A["original_acc"]))
     assert np.isfinite(A["true_rho_smoothed"]).all()

@@ -77,6 +77,19 @@ def _device(cfg: PhaseSpaceConfig) -> torch.device:
         raise ConfigError(str(exc)) from None
 
 
+class _LastCall:
+    """An acceleration field that remembers its last (points → accelerations): the Sun's density
+    nodes are evaluated once and reused by the hybrid estimate."""
+
+    def __init__(self, field):
+        self.field, self.x, self.a = field, None, None
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        if self.x is None or self.x.shape != x.shape or not torch.equal(self.x, x):
+            self.x, self.a = x.clone(), self.field(x).to(torch.float64)
+        return self.a
+
+
 def _agg(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ensemble mean and spread (std over members; NaN — not available — for one member)."""
     values = np.asarray(values, float)
@@ -101,7 +114,7 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
     with flows.torch_threads(m.cpu_threads if dev.type == "cpu" else None):
         for name in dataset_names(cfg):
             models = _load_ensemble(run, cfg, name, dev)
-            acc, rho_sun, rho_x, rho_z, rho_div, rho_paper, rho_mom = [], [], [], [], [], [], []
+            acc, rho_sun, rho_x, rho_z, rho_div, rho_paper, rho_mom, rho_hyb = [], [], [], [], [], [], [], []
             with_profiles = name == "original" or m.density_profiles_all_datasets
             for k, model in enumerate(models):
                 t0 = time.perf_counter()
@@ -112,15 +125,20 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
                 fast = boltzmann.AccelerationField(model, m.fast_velocities, m.weighting, common_random_numbers=True,
                                                    seed=cfg.seed * 7919 + 100 + k, batch_points=m.batch_points)
                 t0 = time.perf_counter()
-                rho_sun.append(gauss.density_fast(fast, dpts["sun"][0], kernel, *m.fast_nodes).rho)
+                fast_sun = _LastCall(fast)
+                rho_sun.append(gauss.density_fast(fast_sun, dpts["sun"][0], kernel, *m.fast_nodes).rho)
                 t_rho = time.perf_counter() - t0
                 if with_profiles:
                     rho_x.append([gauss.density_fast(fast, p, kernel, *m.fast_nodes).rho for p in dpts["x"]])
                     rho_z.append([gauss.density_fast(fast, p, kernel, *m.fast_nodes).rho for p in dpts["z"]])
                 if m.moments_velocities:
                     # the same kernel and nodes, accelerations from the Jeans equations of the flows (moments.py)
-                    mom = moments.MomentField(model, m.moments_velocities, seed=cfg.seed * 7919 + 300 + k)
+                    mom = _LastCall(moments.MomentField(model, m.moments_velocities, seed=cfg.seed * 7919 + 300 + k))
                     rho_mom.append(gauss.density_fast(mom, dpts["sun"][0], kernel, *m.fast_nodes).rho)
+                    # hybrid: a_x, a_y from the least squares (accurate, precise), a_z from the moments (no a_R leak);
+                    # docs/phasespace.md, "the flux split". Same nodes: both fields' last calls are reused.
+                    rho_hyb.append(gauss.density_fast(lambda p: torch.cat([fast_sun(p)[:, :2], mom(p)[:, 2:]], 1),
+                                                      dpts["sun"][0], kernel, *m.fast_nodes).rho)
                 if m.divergence and name == "original":
                     rho_div.append(gauss.density_divergence(fast.differentiable, dpts["sun"][0]).rho)
                 if m.paper_estimator and name == "original":
@@ -146,8 +164,9 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
                     arrays[f"{name}_rho_{ax}"], arrays[f"{name}_rho_{ax}_stat"] = mu, sd
             if rho_div:
                 arrays[f"{name}_rho_div_sun"], arrays[f"{name}_rho_div_sun_stat"] = _agg(np.array(rho_div)[:, None])
-            if rho_mom:
-                arrays[f"{name}_rho_moments_sun"], arrays[f"{name}_rho_moments_sun_stat"] = _agg(np.array(rho_mom)[:, None])
+            for label, vals in (("moments", rho_mom), ("hybrid", rho_hyb)):
+                if vals:
+                    arrays[f"{name}_rho_{label}_sun"], arrays[f"{name}_rho_{label}_sun_stat"] = _agg(np.array(vals)[:, None])
             if rho_paper:
                 arrays[f"{name}_rho_paper_sun"], arrays[f"{name}_rho_paper_sun_stat"] = _agg(np.array(rho_paper)[:, None])
             results[name] = len(models)
@@ -220,7 +239,8 @@ def _dark_matter(A: dict[str, np.ndarray], names: list[str]) -> dict[str, Any]:
     rows = [{"dataset": "truth (smoothed)", "rho_dm": t_dm / RHO_UNIT, "rho_baryon": t_b / RHO_UNIT,
              "dm_fraction_of_total": t_dm / t_tot}]
     for name in names:
-        for key, label in ((f"{name}_rho_sun", name), (f"{name}_rho_moments_sun", f"{name} (moments)")):
+        for key, label in ((f"{name}_rho_sun", name), (f"{name}_rho_moments_sun", f"{name} (moments)"),
+                           (f"{name}_rho_hybrid_sun", f"{name} (hybrid)")):
             if key not in A:
                 continue
             est, st = float(A[key][0]), float(A[key + "_stat"][0])
@@ -269,13 +289,14 @@ def _summarise(cfg: PhaseSpaceConfig, A: dict[str, np.ndarray]) -> dict[str, Any
         if name == "smeared" and "reperturbed" in names:
             row["syst"] = abs(A["reperturbed_rho_sun"][0] - A["smeared_rho_sun"][0]) / RHO_UNIT
         rows_r.append(row)
-    for name in names:
-        if f"{name}_rho_moments_sun" in A:
-            row = {"dataset": f"{name} (smoothed, moments)", "value": A[f"{name}_rho_moments_sun"][0] / RHO_UNIT,
-                   "stat": A[f"{name}_rho_moments_sun_stat"][0] / RHO_UNIT}
-            if name == "smeared" and "reperturbed_rho_moments_sun" in A:
-                row["syst"] = abs(A["reperturbed_rho_moments_sun"][0] - A["smeared_rho_moments_sun"][0]) / RHO_UNIT
-            rows_r.append(row)
+    for label in ("moments", "hybrid"):
+        for name in names:
+            key = f"{name}_rho_{label}_sun"
+            if key in A:
+                row = {"dataset": f"{name} (smoothed, {label})", "value": A[key][0] / RHO_UNIT, "stat": A[key + "_stat"][0] / RHO_UNIT}
+                if name == "smeared" and f"reperturbed_rho_{label}_sun" in A:
+                    row["syst"] = abs(A[f"reperturbed_rho_{label}_sun"][0] - A[key][0]) / RHO_UNIT
+                rows_r.append(row)
     if "original_rho_paper_sun" in A:
         rows_r.append({"dataset": "original (smoothed, paper MC)", "value": A["original_rho_paper_sun"][0] / RHO_UNIT,
                        "stat": A["original_rho_paper_sun_stat"][0] / RHO_UNIT})
@@ -301,8 +322,9 @@ def _summarise(cfg: PhaseSpaceConfig, A: dict[str, np.ndarray]) -> dict[str, Any
         dens = {}
         for name in names:
             dens[name] = float(A[f"{name}_rho_sun"][0] / A["true_rho_smoothed"][0] - 1)
-            if f"{name}_rho_moments_sun" in A:
-                dens[f"{name}_moments"] = float(A[f"{name}_rho_moments_sun"][0] / A["true_rho_smoothed"][0] - 1)
+            for label in ("moments", "hybrid"):
+                if f"{name}_rho_{label}_sun" in A:
+                    dens[f"{name}_{label}"] = float(A[f"{name}_rho_{label}_sun"][0] / A["true_rho_smoothed"][0] - 1)
         if "original_rho_div_sun" in A:
             dens["original_point_autograd"] = float(A["original_rho_div_sun"][0] / A["true_rho_point"][0] - 1)
         if "original_rho_paper_sun" in A:
