@@ -95,7 +95,7 @@ def test_hybrid_density_splits_linearly(mw):
     """The evaluate stage's hybrid density (a_x, a_y from one field, a_z from another, the Sun's nodes
     evaluated once per field): Gauss's law is linear in a, so ρ(a1_xy, a2_z) + ρ(a2_xy, a1_z) = ρ(a1) + ρ(a2),
     and with a1 = a2 the hybrid is the field's own density."""
-    from darkml.phasespace.measure import _LastCall
+    from darkml.phasespace.measure import _LastCall, hybrid_field
 
     calls = []
 
@@ -111,10 +111,10 @@ def test_hybrid_density_splits_linearly(mw):
     f1, f2 = _LastCall(exact), _LastCall(tilted)
     rho1 = density_fast(f1, OBSERVER_KPC, k).rho
     rho2 = density_fast(f2, OBSERVER_KPC, k).rho
-    h12 = density_fast(lambda p: torch.cat([f1(p)[:, :2], f2(p)[:, 2:]], 1), OBSERVER_KPC, k).rho
-    h21 = density_fast(lambda p: torch.cat([f2(p)[:, :2], f1(p)[:, 2:]], 1), OBSERVER_KPC, k).rho
+    h12 = density_fast(hybrid_field(f1, f2), OBSERVER_KPC, k).rho
+    h21 = density_fast(hybrid_field(f2, f1), OBSERVER_KPC, k).rho
     assert len(calls) == 1  # the nodes were evaluated once
     assert h12 + h21 == pytest.approx(rho1 + rho2, rel=1e-12)
     assert abs(h12 - rho1) > 1e-3 * rho1  # the split is not trivial
-    same = density_fast(lambda p: torch.cat([f1(p)[:, :2], f1(p)[:, 2:]], 1), OBSERVER_KPC, k).rho
+    same = density_fast(hybrid_field(f1, f1), OBSERVER_KPC, k).rho
     assert same == pytest.approx(rho1, rel=1e-14)

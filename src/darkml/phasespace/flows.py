@@ -357,7 +357,7 @@ def train_member(x: np.ndarray, v: np.ndarray, spec_kwargs: dict[str, Any], sett
         module = DensityModule(spec, lr=settings.lr, plateau_patience=settings.plateau_patience, schedule=settings.schedule,
                                warmup_fraction=settings.warmup_fraction)
     # a cosine schedule runs to its end: early stopping would cut it mid-decay
-    patience = settings.max_epochs + 1 if settings.schedule == "cosine" else settings.patience
+    patience = None if settings.schedule == "cosine" else settings.patience
     train = make_loader(ArrayDataset(data[tr]), batch_size=settings.batch_size, shuffle=True, seed=member_seed, drop_last=len(tr) > settings.batch_size)
     val = make_loader(ArrayDataset(data[va]), batch_size=max(settings.batch_size, 4096), shuffle=False, seed=member_seed)
     with torch_threads(settings.cpu_threads):

@@ -90,6 +90,12 @@ class _LastCall:
         return self.a
 
 
+def hybrid_field(horizontal, vertical):
+    """x (M, 3) → a (M, 3): a_x, a_y from ``horizontal`` (the least squares: accurate and precise there),
+    a_z from ``vertical`` (the moments: no a_R leak); docs/phasespace.md, "the flux split"."""
+    return lambda p: torch.cat([horizontal(p)[:, :2], vertical(p)[:, 2:]], 1)
+
+
 def _agg(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ensemble mean and spread (std over members; NaN — not available — for one member)."""
     values = np.asarray(values, float)
@@ -135,10 +141,8 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
                     # the same kernel and nodes, accelerations from the Jeans equations of the flows (moments.py)
                     mom = _LastCall(moments.MomentField(model, m.moments_velocities, seed=cfg.seed * 7919 + 300 + k))
                     rho_mom.append(gauss.density_fast(mom, dpts["sun"][0], kernel, *m.fast_nodes).rho)
-                    # hybrid: a_x, a_y from the least squares (accurate, precise), a_z from the moments (no a_R leak);
-                    # docs/phasespace.md, "the flux split". Same nodes: both fields' last calls are reused.
-                    rho_hyb.append(gauss.density_fast(lambda p: torch.cat([fast_sun(p)[:, :2], mom(p)[:, 2:]], 1),
-                                                      dpts["sun"][0], kernel, *m.fast_nodes).rho)
+                    # same nodes: both fields' last calls are reused
+                    rho_hyb.append(gauss.density_fast(hybrid_field(fast_sun, mom), dpts["sun"][0], kernel, *m.fast_nodes).rho)
                 if m.divergence and name == "original":
                     rho_div.append(gauss.density_divergence(fast.differentiable, dpts["sun"][0]).rho)
                 if m.paper_estimator and name == "original":

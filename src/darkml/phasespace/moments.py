@@ -72,14 +72,15 @@ class MomentField:
         self.n = int(n_velocities)
         self.batch_points = max(1, int(batch_points))
         self.log_nu = log_nu or model.log_nu
-        self.base = torch.randn((self.n, 3), generator=torch.Generator().manual_seed(seed))
+        # the model's device (the flows keep their statistics as buffers; a plain callable model: CPU)
+        buf = next(iter(model.buffers()), None) if hasattr(model, "buffers") else None
+        self.device = buf.device if buf is not None else torch.device("cpu")
+        self.base = torch.randn((self.n, 3), generator=torch.Generator().manual_seed(seed)).to(self.device)
         self.n_evaluations = 0
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        bufs = self.model.buffers() if hasattr(self.model, "buffers") else iter(())
-        dev = next(iter(bufs), torch.empty(0)).device  # the model's device (the flows keep their statistics as buffers)
-        x, base = x.to(dev), self.base.to(dev)
-        out = [moment_acceleration(self.model.sample_v, self.log_nu, x[s : s + self.batch_points], base).cpu()
+        x = x.to(self.device)
+        out = [moment_acceleration(self.model.sample_v, self.log_nu, x[s : s + self.batch_points], self.base).cpu()
                for s in range(0, x.shape[0], self.batch_points)]
         self.n_evaluations += x.shape[0] * self.n
         return torch.cat(out).to(torch.float64)
