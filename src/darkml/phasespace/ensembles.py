@@ -1,7 +1,10 @@
-"""TODO."""
+"""Flow ensembles of the phase-space study: training per dataset (original / smeared /
+re-perturbed), the KL to the mock's exact DF, and loading members for the evaluate stage
+(optionally with the vertical tilt of ν, tilt.py)."""
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
@@ -9,12 +12,17 @@ import numpy as np
 import torch
 
 from darkml.config import ConfigError
-from darkml.phasespace import flows
+from darkml.phasespace import flows, tilt
 from darkml.runs import Run
 from darkml.storage import DatasetError
 
 from .config import PhaseSpaceConfig, n_flow_parameters
 from .dataset import dataset_names, load_stars, truth_model
+
+log = logging.getLogger(__name__)
+
+#: per-dataset offsets of the training seed (each dataset's members draw their own splits)
+_SEED_OFFSET = {"original": 0, "smeared": 1000, "reperturbed": 2000}
 
 
 # =============================================================================================
@@ -52,7 +60,7 @@ def train_ensembles(cfg: PhaseSpaceConfig, run: Run, datasets: list[str] | None 
             raise ConfigError(f"{name}: {len(x)} stars is too few for the requested flows (need {need} training stars)")
         t0 = time.perf_counter()
         res = flows.train_ensemble(x, v, _spec_kwargs(cfg), _settings(cfg), run.checkpoints / name, _members(cfg, name),
-                                   cfg.seed + {"original": 0, "smeared": 1000, "reperturbed": 2000}[name], run.logs, name)
+                                   cfg.seed + _SEED_OFFSET[name], run.logs, name)
         out[name] = res
         summary[name] = {"n_stars": len(x), "members": [{"best_val_loss": r.best_score, "epochs": r.epochs,
                                                          "best_path": str(r.best_path)} for r in res],
@@ -92,5 +100,23 @@ def load_trained_member(run: Run, name: str, k: int, device: str | torch.device 
     return flows.load_member(json.loads(done.read_text())["best_path"], device)
 
 
+def measured_member(run: Run, cfg: PhaseSpaceConfig, name: str, k: int, device: str | torch.device = "cpu",
+                    stars: tuple[np.ndarray, np.ndarray] | None = None):
+    """Member ``k`` as the evaluate stage uses it: the trained flow, with its ν tilted
+    (``flow.nu_tilt_terms > 0``; tilt.py) by a fit on the member's own training stars."""
+    model = load_trained_member(run, name, k, device)
+    f = cfg.flow
+    if not f.nu_tilt_terms:
+        return model
+    x, _ = stars if stars is not None else load_stars(run, cfg, name)
+    tr, va = flows.member_split(len(x), k, cfg.seed + _SEED_OFFSET[name], cfg.train.val_fraction, cfg.train.bootstrap)
+    fit = tilt.fit_vertical_tilt(model, x[tr], f.nu_tilt_terms, f.nu_tilt_width_kpc, f.nu_tilt_samples,
+                                 seed=cfg.seed * 7919 + 500 + k, x_val=x[va])
+    log.info("%s m%d: nu tilt fitted (%d terms, w = %.3g kpc): %+.2e nats/star on held-out stars", name, k,
+             f.nu_tilt_terms, f.nu_tilt_width_kpc, fit.val_gain)
+    return tilt.TiltedFlow(model, fit)
+
+
 def _load_ensemble(run: Run, cfg: PhaseSpaceConfig, name: str, device) -> list:
-    return [load_trained_member(run, name, k, device) for k in range(_members(cfg, name))]
+    stars = load_stars(run, cfg, name) if cfg.flow.nu_tilt_terms else None
+    return [measured_member(run, cfg, name, k, device, stars) for k in range(_members(cfg, name))]

@@ -116,11 +116,11 @@ def observer_truth(cfg: PhaseSpaceConfig) -> tuple[Any, Any, gauss.Kernel, list[
 
 def isolate(cfg: PhaseSpaceConfig, run: Run, member: int = 0, dataset: str = "original") -> dict[str, Any]:
     """The isolation table for one trained ensemble member (module docstring)."""
-    from .ensembles import load_trained_member
+    from .ensembles import measured_member
 
     pot, df, kernel, sun, truth = observer_truth(cfg)
     m = cfg.measure
-    flow = load_trained_member(run, dataset, member)
+    flow = measured_member(run, cfg, dataset, member)  # with the run's ν tilt, if it has one
     rows: dict[str, Any] = {"truth_smoothed": truth}
 
     def exact_acc(p: torch.Tensor) -> torch.Tensor:
@@ -137,7 +137,7 @@ def isolate(cfg: PhaseSpaceConfig, run: Run, member: int = 0, dataset: str = "or
     k_true = midplane_curvature(df.log_nu, R0)
     k_flow = midplane_curvature(lambda p: flow.log_nu(p.float()), R0)
     out = {"member": member, "dataset": dataset, "n_stars": cfg.mock.n_stars,
-           "z_stretch_kpc": cfg.flow.z_stretch_kpc, "flow": f"{cfg.flow.model} {cfg.flow.transforms} x {cfg.flow.hidden}",
+           "z_stretch_kpc": cfg.flow.z_stretch_kpc, "nu_tilt_terms": cfg.flow.nu_tilt_terms, "flow": f"{cfg.flow.model} {cfg.flow.transforms} x {cfg.flow.hidden}",
            "rho_smoothed_truth": truth,
            "rows": {k: {"rho": v, "error": v / truth - 1.0} for k, v in rows.items() if k != "truth_smoothed"},
            "curvature": {"exact": k_true, "learned": k_flow, "ratio": k_flow / k_true}}

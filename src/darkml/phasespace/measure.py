@@ -11,7 +11,7 @@ import torch
 
 from darkml.config import ConfigError
 from darkml.learn.devices import resolve_device
-from darkml.phasespace import boltzmann, flows, gauss, jeans, moments
+from darkml.phasespace import boltzmann, flows, gauss, jeans, moments, tilt
 from darkml.runs import Run, atomic_write_npz
 
 from .config import ACC_UNIT, RHO_UNIT, PhaseSpaceConfig
@@ -117,6 +117,7 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
                                      "rho_tx": dpts["tx"], "rho_tz": dpts["tz"]}
     cost: dict[str, Any] = {}
     results: dict[str, Any] = {}
+    tilts: dict[str, Any] = {}
     with flows.torch_threads(m.cpu_threads if dev.type == "cpu" else None):
         for name in dataset_names(cfg):
             models = _load_ensemble(run, cfg, name, dev)
@@ -174,6 +175,11 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
             if rho_paper:
                 arrays[f"{name}_rho_paper_sun"], arrays[f"{name}_rho_paper_sun_stat"] = _agg(np.array(rho_paper)[:, None])
             results[name] = len(models)
+            fits = [mdl.fit.as_dict() for mdl in models if isinstance(mdl, tilt.TiltedFlow)]
+            if fits:
+                tilts[name] = {"val_gain_nats_per_star": [f["val_gain"] for f in fits],
+                               "coef": [f["coef"] for f in fits], "stderr": [f["stderr"] for f in fits],
+                               "terms": cfg.flow.nu_tilt_terms, "width_kpc": cfg.flow.nu_tilt_width_kpc}
         # Jeans baseline on each dataset (stat: bootstrap)
         if cfg.jeans.enabled:
             js = jeans.JeansSettings(cfg.jeans.bin_R, cfg.jeans.bin_z, cfg.jeans.window_R, cfg.jeans.window_z, cfg.jeans.degree,
@@ -212,6 +218,8 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
         "paper_density_s_per_point": float(np.mean(cost["paper_density_s_per_point"])) if "paper_density_s_per_point" in cost else None,
         "jeans_s": cost.get("jeans_s"), "device": str(dev), "members": results,
     }
+    if tilts:
+        summary["nu_tilt"] = tilts
     run.update_metrics({"measure": summary})
     return summary
 

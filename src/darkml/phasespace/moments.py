@@ -93,7 +93,7 @@ def density_at_observer(run_dir: Path | str, members: int = 3, n_velocities: int
     from ..runs import Run
     from . import gauss
     from .config import PhaseSpaceConfig
-    from .ensembles import load_trained_member
+    from .ensembles import measured_member
     from .isolation import observer_truth
 
     run = Run.open(run_dir)
@@ -102,7 +102,7 @@ def density_at_observer(run_dir: Path | str, members: int = 3, n_velocities: int
     ln = (lambda p: df.log_nu(p.to(torch.float64)).to(torch.float32)) if exact_nu else None
     rows = []
     for k in range(members):
-        field = MomentField(load_trained_member(run, dataset, k), n_velocities, seed=cfg.seed, log_nu=ln)
+        field = MomentField(measured_member(run, cfg, dataset, k), n_velocities, seed=cfg.seed, log_nu=ln)
         rho = gauss.density_fast(field, sun, kernel, *cfg.measure.fast_nodes).rho
         rows.append({"member": k, "rho": rho, "error": rho / truth - 1.0})
     err = np.array([r["error"] for r in rows])
