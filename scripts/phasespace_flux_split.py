@@ -21,7 +21,7 @@ import torch
 
 from darkml.phasespace import boltzmann, gauss
 from darkml.phasespace.config import PhaseSpaceConfig
-from darkml.phasespace.ensembles import load_trained_member
+from darkml.phasespace.ensembles import measured_member
 from darkml.phasespace.isolation import observer_truth
 from darkml.phasespace.moments import MomentField
 from darkml.runs import Run
@@ -70,7 +70,7 @@ def main(argv=None) -> int:
     rows: dict[str, list] = {"boltzmann": [], "moments": []}
     prof: dict[str, list] = {"boltzmann": [], "moments": []}
     for k in range(a.members):
-        flow = load_trained_member(run, "original", k)
+        flow = measured_member(run, cfg, "original", k)  # with the run's ν tilt, if it has one
         terms.append(moment_terms(flow, tpts, tbase))
         fields = {"boltzmann": boltzmann.AccelerationField(flow, m.fast_velocities, m.weighting, common_random_numbers=True,
                                                            seed=cfg.seed, batch_points=m.batch_points),

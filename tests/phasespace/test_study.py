@@ -146,11 +146,12 @@ def test_support_error_for_points_outside(tmp_path):
 
 
 def test_cpu_presets_train_to_the_end_and_add_the_moment_density():
-    """The cpu presets (both mocks) use the cosine schedule without early stopping and report the
-    moment density beside the Boltzmann one; quick keeps the paper's plateau schedule."""
+    """The cpu presets (both mocks) use the cosine schedule without early stopping, tilt ν and report the
+    moment density beside the Boltzmann one; quick keeps the paper's plateau schedule and untilted ν."""
     for preset, galaxy in (("cpu", "mw2014"), ("cpu-h277", "h277-like")):
         cfg = study.load(preset)
         assert cfg.mock.galaxy == galaxy and cfg.mock.n_stars == 150_000
         assert (cfg.train.schedule, cfg.train.max_epochs, cfg.measure.moments_velocities) == ("cosine", 100, 2000)
+        assert (cfg.flow.nu_tilt_terms, cfg.flow.nu_tilt_width_kpc) == (8, 0.3)
     quick = study.load("quick")
-    assert quick.train.schedule == "plateau" and quick.measure.moments_velocities == 0
+    assert quick.train.schedule == "plateau" and quick.measure.moments_velocities == 0 and quick.flow.nu_tilt_terms == 0

@@ -27,6 +27,7 @@ import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
+import scipy.stats
 import torch
 from torch import nn
 
@@ -52,6 +53,8 @@ class TiltFit:
     n_samples: int
     iterations: int
     train_gain: float  # nats per training star
+    chi2: float  # Wald statistic of "no tilt": c·Cov(c)⁻¹·c, Cov(c) the stars' plus the samples' error
+    p_value: float  # its χ²(terms) tail probability
     val_gain: float | None = None  # nats per validation star (held out: the honest check)
     extra: dict = field(default_factory=dict)
 
@@ -104,8 +107,9 @@ def fit_vertical_tilt(flow: nn.Module, x_train: np.ndarray, terms: int, width_kp
     """Maximum-likelihood tilt coefficients for ``flow``'s ν on the stars ``x_train`` (N, 3) kpc.
 
     ``flow`` needs ``sample_x(n)`` (positions from ν). Newton's method on the concave
-    log-likelihood, with E_ν from ``n_samples`` flow samples; the standard errors are the stars'
-    (inverse Fisher information of the exponential family, Cov_t[φ]⁻¹/N).
+    log-likelihood, with E_ν from ``n_samples`` flow samples. Standard errors: the inverse Fisher
+    information of the exponential family, Cov_t[φ]⁻¹ (1/N + 1/M) for N stars and M samples; ``chi2``
+    and ``p_value`` test "no tilt" (c = 0) with it.
     """
     if terms < 1:
         raise ValueError(f"tilt terms = {terms}: must be >= 1")
@@ -141,9 +145,14 @@ def fit_vertical_tilt(flow: nn.Module, x_train: np.ndarray, terms: int, width_kp
     w = torch.softmax(phi_s @ c, 0)
     d = phi_s - w @ phi_s
     cov = d.T @ (d * w[:, None])
-    stderr = torch.sqrt(torch.clamp(torch.diagonal(torch.linalg.inv(cov + 1e-12 * torch.trace(cov) * eye)), min=0) / len(x_train))
+    # Cov(c) = Cov_t[φ]⁻¹ (1/N + 1/M): the stars' noise and that of the samples' expectations
+    hinv = torch.linalg.inv(cov + 1e-12 * torch.trace(cov) * eye)
+    var_scale = 1.0 / len(x_train) + 1.0 / len(phi_s)
+    stderr = torch.sqrt(torch.clamp(torch.diagonal(hinv), min=0) * var_scale)
+    chi2 = float(c @ (cov @ c)) / var_scale
     fit = TiltFit(coef=c.tolist(), stderr=stderr.tolist(), log_z=log_z, width_kpc=float(width_kpc), n_stars=len(x_train),
-                  n_samples=int(n_samples), iterations=it, train_gain=float(c @ phi_d) - log_z)
+                  n_samples=int(n_samples), iterations=it, train_gain=float(c @ phi_d) - log_z, chi2=chi2,
+                  p_value=float(scipy.stats.chi2.sf(chi2, terms)))
     if x_val is not None and len(x_val):
         phi_v = tilt_basis(torch.as_tensor(np.asarray(x_val)[:, 2], dtype=torch.float64), terms, width_kpc).mean(0)
         fit.val_gain = float(c @ phi_v) - log_z
