@@ -1,5 +1,7 @@
 """End to end at a tiny size: simulate -> train -> evaluate -> report, resume, CLI errors, catalogue input."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -74,6 +76,15 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     rho_0 = {r["dataset"]: r["value"] for r in meas["sun_density"]}
     assert rho_t["original (smoothed, fast)"] != rho_0["original (smoothed, fast)"]
     assert rho_t["truth (smoothed)"] == rho_0["truth (smoothed)"]
+    # the isolation rows for every member: the Boltzmann solve with the exact f (b) gives the exact field's
+    # density (a), whatever the flows (a's own error here is the tiny run's coarse cubature, [2, 2, 4] nodes)
+    from darkml.phasespace import isolation
+
+    assert isolation.main([str(run.path), "--members", "2", "--json", str(tmp_path / "iso.json")]) == 0  # run's own config: no tilt
+    iso = isolation.isolate(cfg_t, run, 1, swap=False)
+    assert iso["nu_tilt_terms"] == 3 and "gradient_swap" not in iso
+    assert iso["rows"]["b"]["rho"] == pytest.approx(iso["rows"]["a"]["rho"], rel=1e-4)
+    assert json.loads((tmp_path / "iso.json").read_text())[1]["member"] == 1
     # a second run resumes: nothing is retrained (done.json) and the data are reused
     before = (run.checkpoints / "original" / "m0" / "best.ckpt").stat().st_mtime
     study.train(Run.open(run.path))
@@ -152,6 +163,6 @@ def test_cpu_presets_train_to_the_end_and_add_the_moment_density():
         cfg = study.load(preset)
         assert cfg.mock.galaxy == galaxy and cfg.mock.n_stars == 150_000
         assert (cfg.train.schedule, cfg.train.max_epochs, cfg.measure.moments_velocities) == ("cosine", 100, 2000)
-        assert (cfg.flow.nu_tilt_terms, cfg.flow.nu_tilt_width_kpc) == (8, 0.3)
+        assert (cfg.flow.nu_tilt_terms, cfg.flow.nu_tilt_width_kpc) == (3, 0.5)
     quick = study.load("quick")
     assert quick.train.schedule == "plateau" and quick.measure.moments_velocities == 0 and quick.flow.nu_tilt_terms == 0

@@ -137,7 +137,7 @@ class FlowCfg(Section):
     nu_tilt_terms: int = Field(0, ge=0, le=16, description="> 0: after training, tilt each member's ν by a maximum-likelihood "
                                "exp(Σ c_k (z/w)^k e^{−z²/2w²}), k < terms, fitted on its training stars (tilt.py: restores the "
                                "mid-plane the flows smooth); 0 = off (the paper)")
-    nu_tilt_width_kpc: float = Field(0.3, gt=0.01, le=5.0, description="w of the tilt's basis (kpc)")
+    nu_tilt_width_kpc: float = Field(0.5, gt=0.01, le=5.0, description="w of the tilt's basis (kpc)")
     nu_tilt_samples: int = Field(400_000, ge=10_000, le=100_000_000, description="flow samples for the tilt's expectations")
 
     @field_validator("hidden")

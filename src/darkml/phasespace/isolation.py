@@ -30,6 +30,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -114,8 +115,8 @@ def observer_truth(cfg: PhaseSpaceConfig) -> tuple[Any, Any, gauss.Kernel, list[
     return pot, df, kernel, sun, truth
 
 
-def isolate(cfg: PhaseSpaceConfig, run: Run, member: int = 0, dataset: str = "original") -> dict[str, Any]:
-    """The isolation table for one trained ensemble member (module docstring)."""
+def isolate(cfg: PhaseSpaceConfig, run: Run, member: int = 0, dataset: str = "original", swap: bool = True) -> dict[str, Any]:
+    """The isolation table for one trained ensemble member (module docstring); ``swap=False`` skips row (e)."""
     from .ensembles import measured_member
 
     pot, df, kernel, sun, truth = observer_truth(cfg)
@@ -141,6 +142,8 @@ def isolate(cfg: PhaseSpaceConfig, run: Run, member: int = 0, dataset: str = "or
            "rho_smoothed_truth": truth,
            "rows": {k: {"rho": v, "error": v / truth - 1.0} for k, v in rows.items() if k != "truth_smoothed"},
            "curvature": {"exact": k_true, "learned": k_flow, "ratio": k_flow / k_true}}
+    if not swap:
+        return out
     zs = [0.05, 0.1, 0.2, 0.3]
     pts = torch.tensor([[sun[0], sun[1], sun[2] + z] for z in zs], dtype=torch.float64)
     sw = gradient_swap(flow, df, pot, pts, weighting=m.weighting, seed=cfg.seed)
@@ -154,17 +157,31 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description="Isolate the stage that carries the phase-space density bias")
     ap.add_argument("run_dir")
     ap.add_argument("--member", type=int, default=0)
+    ap.add_argument("--members", type=int, default=None,
+                    help="rows (a)-(d) for members 0 … N-1 and their mean ± spread (no row e)")
     ap.add_argument("--dataset", default="original")
     ap.add_argument("--json", default=None, help="write the result here (default RUN_DIR/isolation.json)")
     args = ap.parse_args(argv)
     run = Run.open(args.run_dir)
     cfg = run.load_config(PhaseSpaceConfig)
     torch.set_num_threads(cfg.measure.cpu_threads or torch.get_num_threads())
+    names = {"a": "Gauss on the exact acceleration", "b": "Boltzmann, exact f", "c1": "exact ν, learned p(v|x)",
+             "c2": "learned ν, exact p(v|x)", "c3": "learned ν and p(v|x) (the method)"}
+    if args.members:
+        res = [isolate(cfg, run, k, args.dataset, swap=False) for k in range(args.members)]
+        path = Path(args.json or Path(args.run_dir) / "isolation-members.json")
+        path.write_text(json.dumps(res, indent=1) + "\n")
+        print(f"{args.members} members ({res[0]['n_stars']} stars, {res[0]['flow']}, ν tilt terms {res[0]['nu_tilt_terms']}): "
+              "mean ± spread")
+        for k in ("c1", "c2", "c3"):
+            e = np.array([r["rows"][k]["error"] for r in res]) * 100
+            print(f"  ({k}) {names[k]:40s} {e.mean():+.1f} ± {e.std(ddof=1):.1f} %   members " + " ".join(f"{x:+.1f}" for x in e))
+        q = np.array([r["curvature"]["ratio"] for r in res])
+        print(f"  (d) curvature ratio                         {q.mean():.2f} ± {q.std(ddof=1):.2f}")
+        return 0
     res = isolate(cfg, run, args.member, args.dataset)
     path = Path(args.json or Path(args.run_dir) / "isolation.json")
     path.write_text(json.dumps(res, indent=1) + "\n")
-    names = {"a": "Gauss on the exact acceleration", "b": "Boltzmann, exact f", "c1": "exact ν, learned p(v|x)",
-             "c2": "learned ν, exact p(v|x)", "c3": "learned ν and p(v|x) (the method)"}
     print(f"smoothed truth {res['rho_smoothed_truth']:.4g} Msun/kpc^3 ({res['n_stars']} stars, {res['flow']}, "
           f"z_stretch {res['z_stretch_kpc']})")
     for k, r in res["rows"].items():
