@@ -72,6 +72,10 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     s_t = measure(cfg_t, run)
     assert [len(s_t["nu_tilt"][d]["val_gain_nats_per_star"]) for d in ("original", "smeared", "reperturbed")] == [2, 1, 1]
     assert np.isfinite(s_t["nu_tilt"]["original"]["val_gain_nats_per_star"]).all()
+    assert all(0 <= p <= 1 for p in s_t["nu_tilt"]["original"]["p_value"])
+    from darkml.phasespace.figures import build_report
+
+    assert "Vertical tilt of ν" in build_report(cfg_t, run).read_text()
     rho_t = {r["dataset"]: r["value"] for r in s_t["sun_density"]}
     rho_0 = {r["dataset"]: r["value"] for r in meas["sun_density"]}
     assert rho_t["original (smoothed, fast)"] != rho_0["original (smoothed, fast)"]

@@ -206,6 +206,20 @@ def build_report(cfg: PhaseSpaceConfig, run: Run) -> Path:
                              "KL(true‖flow) [nats]": f"{kl[k]:.4f}" if k < len(kl) else "–"})
         rep.add_heading("Training")
         rep.add_table(rows)
+    if meas.get("nu_tilt"):
+        rows = []
+        for name, t in meas["nu_tilt"].items():
+            for k, g in enumerate(t["val_gain_nats_per_star"]):
+                rows.append({"dataset": name, "member": k, "held-out gain [nats/star]": f"{g:+.2e}",
+                             "χ² (no tilt)": f"{t['chi2'][k]:.1f}" if "chi2" in t else "–",
+                             "p": f"{t['p_value'][k]:.2g}" if "p_value" in t else "–",
+                             "c": " ".join(f"{c:+.3f}" for c in t["coef"][k])})
+        rep.add_heading("Vertical tilt of ν")
+        rep.add_text(f"<p>Each member's ν multiplied by exp(Σ<sub>k&lt;{cfg.flow.nu_tilt_terms}</sub> c<sub>k</sub> "
+                     f"(z/w)<sup>k</sup> e<sup>−z²/2w²</sup>)/Z, w = {cfg.flow.nu_tilt_width_kpc} kpc, fitted by maximum "
+                     "likelihood on its training stars (tilt.py). Held-out gain: mean log-likelihood change on the member's "
+                     "validation stars; χ², p: Wald test of c = 0.</p>")
+        rep.add_table(rows)
     rep.add_timings(met.get("timings_s", {}))
     rep.add_config(config_to_dict(cfg))
     return rep.write(run.report_path)

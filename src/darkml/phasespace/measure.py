@@ -179,6 +179,7 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
             if fits:
                 tilts[name] = {"val_gain_nats_per_star": [f["val_gain"] for f in fits],
                                "coef": [f["coef"] for f in fits], "stderr": [f["stderr"] for f in fits],
+                               "chi2": [f["chi2"] for f in fits], "p_value": [f["p_value"] for f in fits],
                                "terms": cfg.flow.nu_tilt_terms, "width_kpc": cfg.flow.nu_tilt_width_kpc}
         # Jeans baseline on each dataset (stat: bootstrap)
         if cfg.jeans.enabled:
