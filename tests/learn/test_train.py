@@ -92,3 +92,10 @@ def test_without_a_terminal_each_epoch_is_one_log_line(tmp_path, caplog):
     assert [line.split(":")[0] for line in lines] == ["m epoch 1/3", "m epoch 2/3", "m epoch 3/3"]
     assert all("train_loss" in line and "val_loss" in line and "images/s" in line and "ETA" in line for line in lines)
     assert lines[-1].endswith("ETA 0 s")
+    # a study whose samples are not images names its own unit (the phase-space flows: stars)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="darkml.learn.callbacks"):
+        fit(mod, train, val, tmp_path / "ck2", max_epochs=1, log_dir=tmp_path / "logs", tag="s", progress=False,
+            sample_unit="stars")
+    line = [r.getMessage() for r in caplog.records if r.name == "darkml.learn.callbacks"][0]
+    assert "stars/s" in line and "images/s" not in line

@@ -23,15 +23,16 @@ class EpochStats(L.Callback):
     """Logs ``train_images_per_s`` (samples of all ranks over the epoch's wall time) and ``lr``
     (the first parameter group's) at the end of every training epoch; with ``log_lines`` (no
     progress bar, e.g. without a terminal) also one log line per epoch: epoch, losses and
-    metrics, images/s and the time left."""
+    metrics, samples per second (``unit``/s: images/s, stars/s) and the time left."""
 
-    def __init__(self, tag: str = "", log_lines: bool = False) -> None:
+    def __init__(self, tag: str = "", log_lines: bool = False, unit: str = "images") -> None:
         self._t0 = 0.0
         self._n = 0
         self._started = 0.0
         self._first_epoch = 0
         self.tag = tag
         self.log_lines = log_lines
+        self.unit = unit
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._started = time.perf_counter()
@@ -60,6 +61,6 @@ class EpochStats(L.Callback):
         parts = [f"{k} {v:.4g}" for k, v in sorted(shown.items(), key=lambda kv: (kv[0] != "train_loss", kv[0]))]
         done = max(1, epoch - self._first_epoch)
         left = (time.perf_counter() - self._started) / done * max(0, total - epoch) if self._started else 0.0
-        rate = f"{self._n / dt:.0f} images/s" if dt > 0 and self._n else "– images/s"
+        rate = f"{self._n / dt:.0f} {self.unit}/s" if dt > 0 and self._n else f"– {self.unit}/s"
         eta = f"{left / 60:.1f} min" if left >= 90 else f"{left:.0f} s"
         return f"{self.tag + ' ' if self.tag else ''}epoch {epoch}/{total}: {', '.join(parts)}; {rate}; ETA {eta}"

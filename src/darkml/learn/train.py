@@ -120,8 +120,10 @@ def fit(
     seed: int = 0,
     progress: bool | None = None,
     gradient_clip_val: float | None = None,
+    sample_unit: str = "images",
 ) -> FitResult:
-    """Train ``module``; return the best checkpoint. See the module docstring."""
+    """Train ``module``; return the best checkpoint. See the module docstring. ``sample_unit`` names
+    what a sample is in the per-epoch log line's throughput ("images/s", "stars/s")."""
     _single_log_stream()
     if max_epochs < 1:
         raise ValueError(f"max_epochs = {max_epochs}: must be >= 1")
@@ -150,7 +152,7 @@ def fit(
                               save_top_k=1, enable_version_counter=False)
     if progress is None:
         progress = sys.stderr.isatty()
-    callbacks: list[Any] = [ckpt_cb, EpochStats(tag, log_lines=not progress)]
+    callbacks: list[Any] = [ckpt_cb, EpochStats(tag, log_lines=not progress, unit=sample_unit)]
     if patience is not None:
         callbacks.append(EarlyStopping(monitor=monitor, mode=mode, patience=patience))
     loggers: list[Any] = [CSVLogger(save_dir=str(log_root), name=tag, version="")]

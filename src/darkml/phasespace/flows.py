@@ -363,7 +363,8 @@ def train_member(x: np.ndarray, v: np.ndarray, spec_kwargs: dict[str, Any], sett
     with torch_threads(settings.cpu_threads):
         return fit(module, train, val, ckpt_dir=ckpt_dir, max_epochs=settings.max_epochs, patience=patience,
                    accelerator=settings.accelerator, devices=settings.devices, precision="32-true", log_dir=log_dir,
-                   tag=tag, seed=member_seed, gradient_clip_val=5.0, tensorboard=settings.tensorboard)
+                   tag=tag, seed=member_seed, gradient_clip_val=5.0, tensorboard=settings.tensorboard,
+                   sample_unit="stars")
 
 
 def train_ensemble(x: np.ndarray, v: np.ndarray, spec_kwargs: dict[str, Any], settings: TrainSettings, ckpt_root: Path,
