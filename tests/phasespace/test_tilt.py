@@ -62,6 +62,12 @@ def test_no_tilt_where_the_base_is_right():
     se = np.asarray(fit.stderr)
     assert np.all(np.abs(fit.coef) < 4 * se), (fit.coef, se)
     assert fit.p_value > 1e-3  # "no tilt" is not rejected
+    # a bootstrap resample's mean scatters twice as much about the population's: √2 wider errors, half the χ²
+    boot = fit_vertical_tilt(GaussianSlab(), x, 3, W, n_samples=400_000, seed=4, resampled=True)
+    np.testing.assert_allclose(boot.coef, fit.coef)
+    r = (2 / 40_000 + 1 / 400_000) / (1 / 40_000 + 1 / 400_000)
+    np.testing.assert_allclose(np.asarray(boot.stderr) / np.asarray(fit.stderr), math.sqrt(r), rtol=1e-9)
+    assert boot.chi2 == pytest.approx(fit.chi2 / r)
     assert abs(fit.val_gain) < 5e-4  # held-out stars gain nothing beyond noise
 
 

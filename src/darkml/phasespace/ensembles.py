@@ -111,7 +111,7 @@ def measured_member(run: Run, cfg: PhaseSpaceConfig, name: str, k: int, device: 
     x, _ = stars if stars is not None else load_stars(run, cfg, name)
     tr, va = flows.member_split(len(x), k, cfg.seed + _SEED_OFFSET[name], cfg.train.val_fraction, cfg.train.bootstrap)
     fit = tilt.fit_vertical_tilt(model, x[tr], f.nu_tilt_terms, f.nu_tilt_width_kpc, f.nu_tilt_samples,
-                                 seed=cfg.seed * 7919 + 500 + k, x_val=x[va])
+                                 seed=cfg.seed * 7919 + 500 + k, x_val=x[va], resampled=cfg.train.bootstrap)
     log.info("%s m%d: nu tilt fitted (%d terms, w = %.3g kpc): %+.2e nats/star on held-out stars", name, k,
              f.nu_tilt_terms, f.nu_tilt_width_kpc, fit.val_gain)
     return tilt.TiltedFlow(model, fit)

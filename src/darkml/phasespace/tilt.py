@@ -103,13 +103,14 @@ def _samples(flow: nn.Module, n: int, seed: int, chunk: int = 100_000) -> torch.
 
 
 def fit_vertical_tilt(flow: nn.Module, x_train: np.ndarray, terms: int, width_kpc: float, n_samples: int = 400_000,
-                      seed: int = 0, x_val: np.ndarray | None = None, max_iter: int = 50) -> TiltFit:
+                      seed: int = 0, x_val: np.ndarray | None = None, max_iter: int = 50, resampled: bool = False) -> TiltFit:
     """Maximum-likelihood tilt coefficients for ``flow``'s ν on the stars ``x_train`` (N, 3) kpc.
 
     ``flow`` needs ``sample_x(n)`` (positions from ν). Newton's method on the concave
     log-likelihood, with E_ν from ``n_samples`` flow samples. Standard errors: the inverse Fisher
-    information of the exponential family, Cov_t[φ]⁻¹ (1/N + 1/M) for N stars and M samples; ``chi2``
-    and ``p_value`` test "no tilt" (c = 0) with it.
+    information of the exponential family, Cov_t[φ]⁻¹ (1/N + 1/M) for N stars and M samples — 2/N for
+    ``resampled`` stars (a bootstrap resample: its mean scatters about the sample's as the sample's does
+    about the population's); ``chi2`` and ``p_value`` test "no tilt" (c = 0) with it.
     """
     if terms < 1:
         raise ValueError(f"tilt terms = {terms}: must be >= 1")
@@ -145,9 +146,9 @@ def fit_vertical_tilt(flow: nn.Module, x_train: np.ndarray, terms: int, width_kp
     w = torch.softmax(phi_s @ c, 0)
     d = phi_s - w @ phi_s
     cov = d.T @ (d * w[:, None])
-    # Cov(c) = Cov_t[φ]⁻¹ (1/N + 1/M): the stars' noise and that of the samples' expectations
+    # Cov(c) = Cov_t[φ]⁻¹ (1/N + 1/M): the stars' noise (doubled for a bootstrap resample) and the samples'
     hinv = torch.linalg.inv(cov + 1e-12 * torch.trace(cov) * eye)
-    var_scale = 1.0 / len(x_train) + 1.0 / len(phi_s)
+    var_scale = (2.0 if resampled else 1.0) / len(x_train) + 1.0 / len(phi_s)
     stderr = torch.sqrt(torch.clamp(torch.diagonal(hinv), min=0) * var_scale)
     chi2 = float(c @ (cov @ c)) / var_scale
     fit = TiltFit(coef=c.tolist(), stderr=stderr.tolist(), log_z=log_z, width_kpc=float(width_kpc), n_stars=len(x_train),
