@@ -76,6 +76,14 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     from darkml.phasespace.figures import build_report
 
     assert "Vertical tilt of ν" in build_report(cfg_t, run).read_text()
+    A_t = np.load(run.path / "profiles.npz")
+    assert A_t["original_dlnnu_dz_members"].shape == A_t["original_dlnnu_dz_untilted_members"].shape == (2, len(A_t["nu_z"]))
+    # the tilt changes the slope of ln ν along z
+    assert not np.allclose(A_t["original_dlnnu_dz_members"], A_t["original_dlnnu_dz_untilted_members"])
+    # the exact slope: the disc's ν falls away from the mid-plane on both sides
+    t = A_t["true_dlnnu_dz"]
+    assert t[0] > 0 > t[-1]
+    assert (run.figures / "dlnnu_dz.png").is_file()
     rho_t = {r["dataset"]: r["value"] for r in s_t["sun_density"]}
     rho_0 = {r["dataset"]: r["value"] for r in meas["sun_density"]}
     assert rho_t["original (smoothed, fast)"] != rho_0["original (smoothed, fast)"]

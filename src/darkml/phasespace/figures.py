@@ -96,6 +96,25 @@ def _figures(cfg: PhaseSpaceConfig, A: dict[str, np.ndarray]):
         fig.tight_layout()
         figs.append((fig, "Mass density along x and z: kernel-smoothed Gauss's law (fast estimator) vs the smoothed truth; "
                           "Jeans and the point truth for reference.", "density_profiles"))
+    if "original_dlnnu_dz_members" in A:
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        z = A["nu_z"]
+        if "true_dlnnu_dz" in A:
+            ax.plot(z, A["true_dlnnu_dz"], "k-", lw=2, label="truth")
+        for key, label, color in (("original_dlnnu_dz_untilted_members", "flows (untilted ν)", "C7"),
+                                  ("original_dlnnu_dz_members", "flows" + (" (tilted ν)" if "original_dlnnu_dz_untilted_members" in A else ""), "C0")):
+            if key in A:
+                mu, sd = A[key].mean(0), (A[key].std(0, ddof=1) if len(A[key]) > 1 else np.zeros_like(z))
+                ax.plot(z, mu, color=color, label=label)
+                ax.fill_between(z, mu - sd, mu + sd, color=color, alpha=0.25)
+        ax.set_xlabel("z − z$_\\odot$ [kpc]")
+        ax.set_ylabel("∂ ln ν/∂z [kpc$^{-1}$]")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        figs.append((fig, "Slope of the log stellar density along z through the observer (original data; ensemble mean ± spread) "
+                          "against the mock's exact ν: through Gauss's law it sets the vertical flux, hence the density at the Sun.",
+                     "dlnnu_dz"))
     return figs
 
 

@@ -96,6 +96,14 @@ def hybrid_field(horizontal, vertical):
     return lambda p: torch.cat([horizontal(p)[:, :2], vertical(p)[:, 2:]], 1)
 
 
+def _dlnnu_dz(log_nu, points: np.ndarray, device) -> np.ndarray:
+    """∂ ln ν/∂z at ``points`` (P, 3) kpc by autograd [kpc⁻¹]."""
+    x = torch.tensor(points, dtype=torch.float32, device=device, requires_grad=True)
+    with torch.enable_grad():
+        g = torch.autograd.grad(log_nu(x).sum(), x)[0]
+    return g[:, 2].double().cpu().numpy()
+
+
 def _agg(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Ensemble mean and spread (std over members; NaN — not available — for one member)."""
     values = np.asarray(values, float)
@@ -118,6 +126,9 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
     cost: dict[str, Any] = {}
     results: dict[str, Any] = {}
     tilts: dict[str, Any] = {}
+    # heights above the observer for the ln ν slope profile (inside the support)
+    nu_z = np.linspace(-1.0, 1.0, 41) * min(1.0, 0.9 * R)
+    arrays["nu_z"] = nu_z
     with flows.torch_threads(m.cpu_threads if dev.type == "cpu" else None):
         for name in dataset_names(cfg):
             models = _load_ensemble(run, cfg, name, dev)
@@ -175,6 +186,12 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
             if rho_paper:
                 arrays[f"{name}_rho_paper_sun"], arrays[f"{name}_rho_paper_sun_stat"] = _agg(np.array(rho_paper)[:, None])
             results[name] = len(models)
+            if name == "original":
+                # the slope of ln ν along z under the observer — what sets the vertical flux (docs: the flux split)
+                zp = np.column_stack([np.full_like(nu_z, obs[0]), np.full_like(nu_z, obs[1]), obs[2] + nu_z])
+                arrays["original_dlnnu_dz_members"] = np.array([_dlnnu_dz(mdl.log_nu, zp, dev) for mdl in models])
+                if any(isinstance(mdl, tilt.TiltedFlow) for mdl in models):
+                    arrays["original_dlnnu_dz_untilted_members"] = np.array([_dlnnu_dz(mdl.flow.log_nu, zp, dev) for mdl in models])
             fits = [mdl.fit.as_dict() for mdl in models if isinstance(mdl, tilt.TiltedFlow)]
             if fits:
                 tilts[name] = {"val_gain_nats_per_star": [f["val_gain"] for f in fits],
@@ -200,6 +217,11 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
             arrays["true_acc"] = pot.acceleration(torch.tensor(all_acc)).numpy()
             dp_all = np.concatenate([dpts["sun"], dpts["x"], dpts["z"]])
             arrays["true_rho_point"] = pot.density(torch.tensor(dp_all)).numpy()
+            if hasattr(df, "log_nu"):
+                zp = np.column_stack([np.full_like(nu_z, obs[0]), np.full_like(nu_z, obs[1]), obs[2] + nu_z])
+                x = torch.tensor(zp, dtype=torch.float64, requires_grad=True)
+                with torch.enable_grad():
+                    arrays["true_dlnnu_dz"] = torch.autograd.grad(df.log_nu(x).sum(), x)[0][:, 2].numpy()
             arrays["true_rho_smoothed"] = np.array([gauss.smoothed_density(pot.density, p, kernel) for p in dp_all])
             if hasattr(pot, "BARYONS"):
                 # the local dark-matter density: total minus the exact baryons (bulge + disc) of the mock
