@@ -61,7 +61,7 @@ def test_tiny_pipeline_end_to_end(tmp_path):
     with pytest.raises(SupportError, match="outside the data's support"):
         study.accelerations_at(cfg, run, [[8.122, 0.0, 4.0]])
     # the same members evaluated with ν tilted (tilt.py): each member fitted on its own training stars,
-    # reported with its held-out gain; the densities change, the velocity side does not
+    # reported with its held-out gain; the densities change, the truth does not
     from darkml.phasespace.ensembles import measured_member
     from darkml.phasespace.measure import measure
     from darkml.phasespace.tilt import TiltedFlow

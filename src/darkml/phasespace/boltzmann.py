@@ -21,7 +21,7 @@ from typing import Callable
 
 import torch
 
-from .flows import log_f_and_grads
+from .flows import log_f_and_grads, model_device
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +121,7 @@ class AccelerationField:
         self._base: torch.Tensor | None = None
 
     def _device(self) -> torch.device:
-        for b in self.model.buffers():
-            return b.device
-        return torch.device("cpu")
+        return model_device(self.model)
 
     def base(self) -> torch.Tensor:
         if self._base is None:

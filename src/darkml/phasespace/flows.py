@@ -56,6 +56,7 @@ __all__ = [
     "check_support",
     "TrainSettings",
     "member_split",
+    "model_device",
     "torch_threads",
 ]
 
@@ -384,6 +385,13 @@ def load_member(path: Path | str, device: str | torch.device = "cpu") -> PhaseSp
     for p in model.parameters():
         p.requires_grad_(False)
     return model
+
+
+def model_device(model: Any) -> torch.device:
+    """The device of a model's buffers (the flows keep their statistics there); CPU for a plain
+    callable or a module without buffers."""
+    buf = next(iter(model.buffers()), None) if hasattr(model, "buffers") else None
+    return buf.device if buf is not None else torch.device("cpu")
 
 
 def check_support(points: np.ndarray, observer: Sequence[float], radius: float, reach: float = 0.0, what: str = "position") -> None:

@@ -96,9 +96,9 @@ def hybrid_field(horizontal, vertical):
     return lambda p: torch.cat([horizontal(p)[:, :2], vertical(p)[:, 2:]], 1)
 
 
-def _dlnnu_dz(log_nu, points: np.ndarray, device) -> np.ndarray:
+def _dlnnu_dz(log_nu, points: np.ndarray, device="cpu", dtype=torch.float32) -> np.ndarray:
     """∂ ln ν/∂z at ``points`` (P, 3) kpc by autograd [kpc⁻¹]."""
-    x = torch.tensor(points, dtype=torch.float32, device=device, requires_grad=True)
+    x = torch.tensor(points, dtype=dtype, device=device, requires_grad=True)
     with torch.enable_grad():
         g = torch.autograd.grad(log_nu(x).sum(), x)[0]
     return g[:, 2].double().cpu().numpy()
@@ -128,6 +128,7 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
     tilts: dict[str, Any] = {}
     # heights above the observer for the ln ν slope profile (inside the support)
     nu_z = np.linspace(-1.0, 1.0, 41) * min(1.0, 0.9 * R)
+    nu_points = np.column_stack([np.full_like(nu_z, obs[0]), np.full_like(nu_z, obs[1]), obs[2] + nu_z])
     arrays["nu_z"] = nu_z
     with flows.torch_threads(m.cpu_threads if dev.type == "cpu" else None):
         for name in dataset_names(cfg):
@@ -188,10 +189,10 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
             results[name] = len(models)
             if name == "original":
                 # the slope of ln ν along z under the observer — what sets the vertical flux (docs: the flux split)
-                zp = np.column_stack([np.full_like(nu_z, obs[0]), np.full_like(nu_z, obs[1]), obs[2] + nu_z])
-                arrays["original_dlnnu_dz_members"] = np.array([_dlnnu_dz(mdl.log_nu, zp, dev) for mdl in models])
+                arrays["original_dlnnu_dz_members"] = np.array([_dlnnu_dz(mdl.log_nu, nu_points, dev) for mdl in models])
                 if any(isinstance(mdl, tilt.TiltedFlow) for mdl in models):
-                    arrays["original_dlnnu_dz_untilted_members"] = np.array([_dlnnu_dz(mdl.flow.log_nu, zp, dev) for mdl in models])
+                    arrays["original_dlnnu_dz_untilted_members"] = np.array(
+                        [_dlnnu_dz(mdl.flow.log_nu, nu_points, dev) for mdl in models])
             fits = [mdl.fit.as_dict() for mdl in models if isinstance(mdl, tilt.TiltedFlow)]
             if fits:
                 tilts[name] = {"val_gain_nats_per_star": [f["val_gain"] for f in fits],
@@ -218,10 +219,7 @@ def measure(cfg: PhaseSpaceConfig, run: Run) -> dict[str, Any]:
             dp_all = np.concatenate([dpts["sun"], dpts["x"], dpts["z"]])
             arrays["true_rho_point"] = pot.density(torch.tensor(dp_all)).numpy()
             if hasattr(df, "log_nu"):
-                zp = np.column_stack([np.full_like(nu_z, obs[0]), np.full_like(nu_z, obs[1]), obs[2] + nu_z])
-                x = torch.tensor(zp, dtype=torch.float64, requires_grad=True)
-                with torch.enable_grad():
-                    arrays["true_dlnnu_dz"] = torch.autograd.grad(df.log_nu(x).sum(), x)[0][:, 2].numpy()
+                arrays["true_dlnnu_dz"] = _dlnnu_dz(df.log_nu, nu_points, dtype=torch.float64)
             arrays["true_rho_smoothed"] = np.array([gauss.smoothed_density(pot.density, p, kernel) for p in dp_all])
             if hasattr(pot, "BARYONS"):
                 # the local dark-matter density: total minus the exact baryons (bulge + disc) of the mock

@@ -33,6 +33,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from .flows import model_device
+
 __all__ = ["MomentField", "moment_acceleration"]
 
 
@@ -72,9 +74,7 @@ class MomentField:
         self.n = int(n_velocities)
         self.batch_points = max(1, int(batch_points))
         self.log_nu = log_nu or model.log_nu
-        # the model's device (the flows keep their statistics as buffers; a plain callable model: CPU)
-        buf = next(iter(model.buffers()), None) if hasattr(model, "buffers") else None
-        self.device = buf.device if buf is not None else torch.device("cpu")
+        self.device = model_device(model)
         self.base = torch.randn((self.n, 3), generator=torch.Generator().manual_seed(seed)).to(self.device)
         self.n_evaluations = 0
 

@@ -31,7 +31,9 @@ import scipy.stats
 import torch
 from torch import nn
 
-__all__ = ["TiltFit", "TiltedFlow", "tilt_basis", "fit_vertical_tilt"]
+from .flows import model_device
+
+__all__ = ["TiltFit", "TiltedFlow", "fit_vertical_tilt", "tilt_basis"]
 
 
 def tilt_basis(z: torch.Tensor, terms: int, width: float) -> torch.Tensor:
@@ -68,8 +70,7 @@ class TiltedFlow(nn.Module):
     def __init__(self, flow: nn.Module, fit: TiltFit):
         super().__init__()
         self.flow, self.fit = flow, fit
-        dev = next(iter(flow.buffers())).device
-        self.register_buffer("coef", torch.tensor(fit.coef, dtype=torch.float64, device=dev))
+        self.register_buffer("coef", torch.tensor(fit.coef, dtype=torch.float64, device=model_device(flow)))
         self.spec = getattr(flow, "spec", {})
 
     def tilt(self, x: torch.Tensor) -> torch.Tensor:
@@ -95,7 +96,7 @@ class TiltedFlow(nn.Module):
 
 def _samples(flow: nn.Module, n: int, seed: int, chunk: int = 100_000) -> torch.Tensor:
     """n positions from the flow's ν, reproducibly (the flow samples with torch's global generator)."""
-    dev = next(iter(flow.buffers())).device
+    dev = model_device(flow)
     devices = [dev.index if dev.index is not None else torch.cuda.current_device()] if dev.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         torch.manual_seed(int(seed))
@@ -122,32 +123,36 @@ def fit_vertical_tilt(flow: nn.Module, x_train: np.ndarray, terms: int, width_kp
         xs = _samples(flow, n_samples, seed)
         phi_s = tilt_basis(xs[:, 2].to(torch.float64).cpu(), terms, width_kpc)
     phi_d = tilt_basis(torch.as_tensor(np.asarray(x_train)[:, 2], dtype=torch.float64), terms, width_kpc).mean(0)
-    c = torch.zeros(terms, dtype=torch.float64)
     eye = torch.eye(terms, dtype=torch.float64)
-    for it in range(1, max_iter + 1):
-        w = torch.softmax(phi_s @ c, 0)
+
+    def tilted(c: torch.Tensor) -> tuple[float, torch.Tensor, torch.Tensor]:
+        """ln E_ν[e^{c·φ}], E_t[φ] and Cov_t[φ] (regularised) under the tilted ν, from the samples."""
+        lw = phi_s @ c
+        w = torch.softmax(lw, 0)
         mu = w @ phi_s
         d = phi_s - mu
         cov = d.T @ (d * w[:, None])
-        step = torch.linalg.solve(cov + 1e-12 * torch.trace(cov) * eye, phi_d - mu)
-        # the log-likelihood is concave: halve the Newton step until it does not decrease
-        ll0 = float(c @ phi_d - torch.logsumexp(phi_s @ c, 0))
+        return float(torch.logsumexp(lw, 0)) - math.log(len(phi_s)), mu, cov + 1e-12 * torch.trace(cov) * eye
+
+    c = torch.zeros(terms, dtype=torch.float64)
+    log_z, mu, cov = tilted(c)
+    for it in range(1, max_iter + 1):
+        step = torch.linalg.solve(cov, phi_d - mu)
+        # the log-likelihood c·⟨φ⟩ − ln Z(c) is concave: halve the Newton step until it does not decrease
+        ll0 = float(c @ phi_d) - log_z
         for _ in range(30):
             cn = c + step
-            if float(cn @ phi_d - torch.logsumexp(phi_s @ cn, 0)) >= ll0 - 1e-12:
+            log_zn, mun, covn = tilted(cn)
+            if float(cn @ phi_d) - log_zn >= ll0 - 1e-12:
                 break
             step = step / 2
-        c = cn
+        c, log_z, mu, cov = cn, log_zn, mun, covn
         if float(step.abs().max()) < 1e-9:
             break
     else:
         raise RuntimeError(f"vertical tilt: Newton's method did not converge in {max_iter} iterations")
-    log_z = float(torch.logsumexp(phi_s @ c, 0) - math.log(len(phi_s)))
-    w = torch.softmax(phi_s @ c, 0)
-    d = phi_s - w @ phi_s
-    cov = d.T @ (d * w[:, None])
     # Cov(c) = Cov_t[φ]⁻¹ (1/N + 1/M): the stars' noise (doubled for a bootstrap resample) and the samples'
-    hinv = torch.linalg.inv(cov + 1e-12 * torch.trace(cov) * eye)
+    hinv = torch.linalg.inv(cov)
     var_scale = (2.0 if resampled else 1.0) / len(x_train) + 1.0 / len(phi_s)
     stderr = torch.sqrt(torch.clamp(torch.diagonal(hinv), min=0) * var_scale)
     chi2 = float(c @ (cov @ c)) / var_scale
